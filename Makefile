@@ -1,0 +1,60 @@
+# The chatmail relay appliance. `make up` runs it, `make test` tests it.
+SHELL := /bin/bash
+DOCKER ?= $(shell [ -x /usr/bin/docker ] && echo /usr/bin/docker || echo docker)
+COMPOSE ?= $(shell command -v docker-compose >/dev/null && echo docker-compose || echo "docker compose")
+IMAGE ?= chatmail-relay:latest
+BASE_IMAGE ?= debian:bookworm-slim
+ENV_FILE := $(if $(wildcard .env),.env,examples/local.env)
+VENV ?= .venv
+PYTEST ?= $(VENV)/bin/pytest
+export DOCKER IMAGE
+
+.PHONY: help base-image image up down logs status test test-unit venv clean
+
+help:
+	@echo "make up          build what is missing and start the relay (.env, or a local test relay)"
+	@echo "make down        stop it (the data volume stays)"
+	@echo "make logs        follow every service's log"
+	@echo "make test        the whole test suite against the real image"
+	@echo "make test-unit   the pure Python tests only (seconds, no Docker)"
+	@echo "make image       build $(IMAGE);  make base-image: $(BASE_IMAGE) via debootstrap if needed"
+
+base-image:
+	DOCKER=$(DOCKER) sh image/base/build-base.sh $(BASE_IMAGE)
+
+image: base-image
+	$(DOCKER) build -f image/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+up: image
+	@[ -f .env ] || echo "no .env: starting a local test relay from examples/local.env"
+	$(COMPOSE) --env-file $(ENV_FILE) up -d
+	@echo "waiting for the relay to become healthy..."
+	@for i in $$(seq 90); do \
+	  s=$$($(DOCKER) inspect -f '{{.State.Health.Status}}' $$($(COMPOSE) --env-file $(ENV_FILE) ps -q relay) 2>/dev/null); \
+	  [ "$$s" = healthy ] && { echo "relay is healthy"; exit 0; }; sleep 1; done; \
+	  echo "relay did not become healthy; see: make logs"; exit 1
+
+down:
+	$(COMPOSE) --env-file $(ENV_FILE) down
+
+logs:
+	$(COMPOSE) --env-file $(ENV_FILE) logs -f
+
+status:
+	$(COMPOSE) --env-file $(ENV_FILE) exec relay relayctl status
+
+$(VENV)/.installed: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test: venv image
+	$(PYTEST) tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Our helpers for the chatmail relay appliance: one module per job."""

@@ -1,0 +1,32 @@
+"""Where things live inside the container.
+
+Everything that must survive a restart or an image upgrade is below DATA;
+everything below RUN is recreated at every start.
+"""
+
+from pathlib import Path
+
+DATA = Path("/data")
+LAYOUT_VERSION_FILE = DATA / "LAYOUT_VERSION"
+LAYOUT_VERSION = 1
+
+MAIL = DATA / "mail"              # one Maildir home per account: MAIL/<address>/
+ACCOUNTS = DATA / "accounts"      # one file per account: salted password hash; mtime = last login day
+POSTFIX_QUEUE = DATA / "postfix"  # Postfix queue_directory
+TLS = DATA / "tls"                # certificate and key in use
+TLS_CERT = TLS / "fullchain.pem"
+TLS_KEY = TLS / "privkey.pem"
+DKIM = DATA / "dkim"              # DKIM signing key
+STATE = DATA / "state"            # small state files of our helpers
+
+RUN = Path("/run/relay")          # sockets of our helpers
+AUTH_DICT_SOCKET = RUN / "auth-dovecot" / "dict.sock"      # Dovecot passdb/userdb -> relay.auth
+ACCOUNTS_MAP_SOCKET = RUN / "auth-postfix" / "accounts.sock"  # Postfix socketmap -> relay.auth
+WEB_SOCKET = RUN / "web" / "web.sock"                     # nginx -> relay.web
+NOCREATE_FLAG = STATE / "account-creation-off"            # set by `relayctl accounts off`
+
+ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serves on port 80
+OPENDKIM_RUN = Path("/run/opendkim")
+
+WWW = Path("/var/www/chatmail")   # rendered web pages
+CONFIG_TEMPLATES = Path(__file__).resolve().parent.parent / "config"

@@ -1,0 +1,261 @@
+"""The one definition of every setting the relay reads from its environment.
+
+Each setting has a name, a default (``None`` means required), a parser that
+turns the text into a typed value or raises ``ValueError`` with a sentence
+naming what is accepted, and a line of documentation.  The README table is
+generated from this list (``python3 -m relay.settings --markdown``) and a test
+keeps the two in step, and another keeps ``compose.yaml`` in step.
+
+An empty value counts as unset, so ``compose.yaml`` can pass every variable
+through with ``${NAME:-}`` and the defaults still live here only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+
+class SettingError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    parse: Callable[[str], Any]
+    accepted: str
+    doc: str
+
+
+# --- parsers ---------------------------------------------------------------
+
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_UNDERSCORE_LABEL = re.compile(r"^_[a-z0-9]([a-z0-9-]{0,60}[a-z0-9])?$")
+
+
+def parse_domain(text: str) -> str:
+    """A DNS domain name with at least two labels, an IP literal ``[192.0.2.1]``,
+    or ``localhost`` (a relay reachable from this machine only).
+
+    The first label may start with ``_`` (``_chat.example.test``): Delta Chat
+    treats such a domain as a test relay with a self-signed certificate.
+    """
+    value = text.strip().lower().rstrip(".")
+    if value.startswith("[") and value.endswith("]"):
+        inner = value[1:-1]
+        if inner.startswith("ipv6:"):
+            inner = inner[5:]
+        try:
+            ipaddress.ip_address(inner)
+        except ValueError:
+            raise ValueError("not a valid IP literal") from None
+        return value
+    if not re.match(r"^[a-z0-9._-]+$", value):
+        raise ValueError("only letters, digits, '.', '-' and a leading '_' are allowed")
+    if value == "localhost":
+        return value  # a relay for this machine only: the one name every resolver knows
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2:
+        raise ValueError("needs at least two labels")
+    first, rest = labels[0], labels[1:]
+    if not (_LABEL.match(first) or _UNDERSCORE_LABEL.match(first)):
+        raise ValueError(f"bad label {first!r}")
+    for label in rest:
+        if not _LABEL.match(label):
+            raise ValueError(f"bad label {label!r}")
+    if rest[-1].isdigit():
+        raise ValueError("top-level label is numeric")
+    return value
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError("unknown value")
+        return value
+
+    return parse
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not re.match(r"^[0-9]+$", text.strip()):
+            raise ValueError("not a whole number")
+        value = int(text.strip(), 10)
+        if not low <= value <= high:
+            raise ValueError("out of range")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        if not re.match(r"^[0-9]+(\.[0-9]+)?$", text.strip()):
+            raise ValueError("not a number")
+        value = float(text.strip())
+        if not low <= value <= high:
+            raise ValueError("out of range")
+        return value
+
+    return parse
+
+
+_SIZE = re.compile(r"^(\d+)\s*([kmgt]?)(i?b)?$")
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def size(low: int, high: int) -> Callable[[str], int]:
+    """Bytes, with an optional binary unit: 500M, 1G, 30MiB, 4096."""
+
+    def parse(text: str) -> int:
+        match = _SIZE.match(text.strip().lower())
+        if not match:
+            raise ValueError("not a size")
+        value = int(match.group(1)) * _UNITS[match.group(2)]
+        if not low <= value <= high:
+            raise ValueError("out of range")
+        return value
+
+    return parse
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean")
+
+
+def http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not an http(s) URL")
+    return text.strip()
+
+
+def email_or_empty(text: str) -> str:
+    value = text.strip()
+    if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+        raise ValueError("not an e-mail address")
+    return value
+
+
+# --- the settings ----------------------------------------------------------
+
+MiB = 1024**2
+GiB = 1024**3
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("MAIL_DOMAIN", None, parse_domain,
+            "a domain name such as chat.example.org (the first label may start with '_', "
+            "e.g. _chat.example.test), an IP literal such as [192.0.2.1], or localhost",
+            "The relay's mail domain: addresses are `<random>@MAIL_DOMAIN`. Required."),
+    Setting("TLS_MODE", "acme", choice("acme", "self-signed", "external"),
+            "one of acme, self-signed, external",
+            "Where the TLS certificate comes from: an ACME CA, a certificate made and kept on "
+            "`/data`, or files the operator provides."),
+    Setting("USERNAME_MIN_LENGTH", "9", integer(3, 32),
+            "a whole number from 3 to 32",
+            "Shortest local part for which a first login creates an account."),
+    Setting("USERNAME_MAX_LENGTH", "9", integer(3, 32),
+            "a whole number from 3 to 32, not below USERNAME_MIN_LENGTH",
+            "Longest local part for which a first login creates an account; `/new` hands out "
+            "random local parts of this length."),
+    Setting("PASSWORD_MIN_LENGTH", "9", integer(8, 128),
+            "a whole number from 8 to 128",
+            "Shortest password accepted when a login creates an account (`/new` hands out "
+            "three characters more)."),
+    Setting("ACCOUNT_CREATION", "on", boolean,
+            "on or off (also true/false, yes/no, 1/0)",
+            "Whether new accounts may be created; existing accounts keep working when off."),
+    Setting("CREATE_MAX_LOAD", "5", number(0.1, 1000.0),
+            "a number from 0.1 to 1000",
+            "No new accounts while the 1-minute load average is above this."),
+    Setting("CREATE_MIN_FREE_MEMORY", "200M", size(0, 1024 * GiB),
+            "a size such as 200M or 1G",
+            "No new accounts while less memory than this is available."),
+    Setting("CREATE_MIN_FREE_DISK", "1G", size(0, 1024**5),
+            "a size such as 500M or 1G",
+            "No new accounts while `/data` has less free space than this."),
+    Setting("NEW_ACCOUNTS_PER_MINUTE", "20", integer(1, 10000),
+            "a whole number from 1 to 10000",
+            "How many `/new` requests one IP address may make a minute."),
+    Setting("MAX_MESSAGE_SIZE", "30M", size(1 * MiB, 1 * GiB),
+            "a size from 1M to 1G, such as 30M",
+            "Largest message accepted, on submission and from other servers."),
+    Setting("MAX_RECIPIENTS", "1000", integer(1, 100000),
+            "a whole number from 1 to 100000",
+            "Most recipients one message may have."),
+    Setting("MAX_IMAP_CONNECTIONS", "10000", integer(10, 1000000),
+            "a whole number from 10 to 1000000",
+            "Concurrent IMAP connections in all; one IP address may hold a fifth of them."),
+    Setting("MAX_SMTP_CONNECTIONS", "1000", integer(10, 100000),
+            "a whole number from 10 to 100000",
+            "Concurrent SMTP connections on each port; one IP address may hold a fifth of them."),
+    Setting("MAILBOX_QUOTA", "500M", size(10 * MiB, 1024 * GiB),
+            "a size from 10M, such as 500M or 2G",
+            "Size cap of each mailbox."),
+    Setting("DELETE_MAILS_AFTER", "20", integer(1, 3650),
+            "a whole number of days from 1 to 3650",
+            "Every message is deleted this many days after it arrived."),
+    Setting("DELETE_LARGE_AFTER", "7", integer(1, 3650),
+            "a whole number of days from 1 to 3650",
+            "Messages larger than 200 kB are deleted this many days after they arrived."),
+    Setting("DELETE_INACTIVE_USERS_AFTER", "90", integer(1, 36500),
+            "a whole number of days from 1 to 36500",
+            "Accounts that have not logged in for this many days are deleted with all their mail."),
+    Setting("LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
+            "one of debug, info, warning, error",
+            "Verbosity of the relay's own helpers."),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def load(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Parse every setting from ``environ``; raise SettingError on the first bad one."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name, "")
+        if raw.strip() == "":
+            if setting.default is None:
+                raise SettingError(
+                    f"{setting.name} is required: set it to {setting.accepted}")
+            raw = setting.default
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise SettingError(
+                f"{setting.name}={raw!r} is not valid ({exc}): expected {setting.accepted}"
+            ) from None
+    if values["USERNAME_MAX_LENGTH"] < values["USERNAME_MIN_LENGTH"]:
+        raise SettingError(
+            f"USERNAME_MAX_LENGTH={values['USERNAME_MAX_LENGTH']} is below "
+            f"USERNAME_MIN_LENGTH={values['USERNAME_MIN_LENGTH']}: expected a whole number "
+            "from 3 to 32, not below USERNAME_MIN_LENGTH")
+    return values
+
+
+def markdown_table() -> str:
+    rows = ["| Variable | Default | Accepted values | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "*(required)*" if s.default is None else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {default} | {s.accepted} | {s.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(markdown_table())
+    else:
+        sys.exit("usage: python3 -m relay.settings --markdown")

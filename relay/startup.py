@@ -1,0 +1,68 @@
+"""What the entrypoint does before handing over to supervisord.
+
+settings -> /data prepared -> certificate and DKIM key in place -> every
+template rendered -> Postfix queue checked. Each step is idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import pwd
+import secrets
+import subprocess
+
+from . import certs, datadir, dkim, paths, render, system
+from .web import dcaccount_url, qr_text
+
+log = logging.getLogger("chatmail")
+
+
+def qr_png(text: str) -> bytes:
+    return subprocess.run(["qrencode", "-t", "PNG", "-s", "8", "-m", "2", "-o", "-", text],
+                          check=True, capture_output=True).stdout
+
+
+def context(settings: dict, ipv6: bool) -> dict:
+    """Everything the templates may use: each setting in lower case, plus derived values."""
+    ctx = {name.lower(): value for name, value in settings.items()}
+    domain = settings["MAIL_DOMAIN"]
+    url = dcaccount_url(settings)
+    ctx.update(
+        ipv6=ipv6,
+        mx_hostname=domain if not domain.startswith("[") else "localhost",
+        postfix_domain=domain,
+        tls_cert=str(paths.TLS_CERT),
+        tls_key=str(paths.TLS_KEY),
+        auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
+        accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
+        web_socket=str(paths.WEB_SOCKET),
+        www=str(paths.WWW),
+        acme_challenge_dir=str(paths.ACME_CHALLENGES),
+        dkim_selector=dkim.SELECTOR,
+        dkim_key=str(dkim.KEY),
+        vmail_uid=pwd.getpwnam("vmail").pw_uid,
+        max_smtp_per_ip=max(1, settings["MAX_SMTP_CONNECTIONS"] // 5),
+        max_imap_per_ip=max(1, settings["MAX_IMAP_CONNECTIONS"] // 5),
+        mailbox_quota_mib=settings["MAILBOX_QUOTA"] // (1024 * 1024),
+        dcaccount_url=url,
+        supervisor_password=secrets.token_urlsafe(24),
+        qr_text=qr_text(settings),
+        qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
+    )
+    return ctx
+
+
+def prepare(settings: dict) -> dict:
+    datadir.prepare()
+    source = certs.prepare(settings)
+    dkim.ensure_key()
+    ipv6 = system.ipv6_available()
+    log.info("domain %s, TLS certificate: %s, IPv6 %s", settings["MAIL_DOMAIN"], source,
+             "available" if ipv6 else "not available: listening on IPv4 only")
+    ctx = context(settings, ipv6)
+    render.render_all(ctx)
+    os.chmod("/etc/supervisor/supervisord.conf", 0o600)  # holds the control password
+    subprocess.run(["/usr/sbin/postfix", "check"], check=True)
+    return ctx

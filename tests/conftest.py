@@ -1,0 +1,44 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# testinfra's docker backend calls `docker` from PATH; use Debian's client,
+# which matches the 20.10 engine.
+if os.path.exists("/usr/bin/docker"):
+    os.environ["PATH"] = "/usr/bin:" + os.environ.get("PATH", "")
+
+from relaytest import Relay, docker  # noqa: E402
+
+# Non-default values, so the tests can see that settings reach the rendered configs.
+RELAY_ENV = {
+    "MAIL_DOMAIN": "_chat.example.test",
+    "TLS_MODE": "self-signed",
+    "MAX_MESSAGE_SIZE": "20M",
+    "MAX_RECIPIENTS": "500",
+    "MAX_SMTP_CONNECTIONS": "500",
+    "MAILBOX_QUOTA": "300M",
+}
+
+
+@pytest.fixture(scope="session")
+def image_exists():
+    if docker("image", "inspect", os.environ.get("IMAGE", "chatmail-relay:latest"),
+              check=False).returncode != 0:
+        pytest.fail("the image is missing: run the tests through `make test`, which builds it")
+
+
+@pytest.fixture(scope="session")
+def relay(image_exists):
+    """One relay for the whole session (started once: the suite stays fast)."""
+    r = Relay(dict(RELAY_ENV)).start()
+    try:
+        r.wait_healthy()
+        yield r
+    finally:
+        if os.environ.get("KEEP_RELAY") != "1":
+            r.remove()

@@ -1,0 +1,140 @@
+"""Helpers the tests share: run the real image, reach its ports, poll its state."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
+IMAGE = os.environ.get("IMAGE", "chatmail-relay:latest")
+PORTS = (25, 80, 443, 465, 587, 993)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120,
+           input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([DOCKER, *args], capture_output=True, text=True, check=check,
+                          timeout=timeout, input=input)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # the condition may raise while not yet true
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s (last error: {last_exc})")
+
+
+def insecure_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Relay:
+    """One container of the real image, ports published on random 127.0.0.1 ports."""
+
+    def __init__(self, env: dict[str, str], name: str | None = None, volume: str | None = None,
+                 image: str = IMAGE, extra_args: tuple[str, ...] = ()) -> None:
+        suffix = secrets.token_hex(3)
+        self.name = name or f"relaytest-{suffix}"
+        self.volume = volume or f"{self.name}-data"
+        self.env = env
+        self.image = image
+        self.extra_args = extra_args
+        self._ports: dict[int, int] = {}
+
+    @property
+    def domain(self) -> str:
+        return self.env["MAIL_DOMAIN"]
+
+    def start(self) -> "Relay":
+        args = ["run", "-d", "--name", self.name, "-v", f"{self.volume}:/data"]
+        for key, value in self.env.items():
+            args += ["-e", f"{key}={value}"]
+        for port in PORTS:
+            args += ["-p", f"127.0.0.1::{port}"]
+        docker(*args, *self.extra_args, self.image)
+        self._ports = {}
+        return self
+
+    def port(self, container_port: int) -> int:
+        if container_port not in self._ports:
+            out = docker("port", self.name, f"{container_port}/tcp").stdout
+            self._ports[container_port] = int(out.split()[0].rsplit(":", 1)[1])
+        return self._ports[container_port]
+
+    def state(self) -> dict:
+        return json.loads(docker("inspect", self.name).stdout)[0]["State"]
+
+    def health(self) -> str:
+        state = self.state()
+        if not state["Running"]:
+            raise RuntimeError(f"container exited with {state['ExitCode']}:\n{self.logs()[-3000:]}")
+        return state.get("Health", {}).get("Status", "none")
+
+    def wait_healthy(self, timeout: float = 120) -> "Relay":
+        wait_for(lambda: self.health() == "healthy", timeout, 0.5, f"{self.name} healthy")
+        return self
+
+    def exec(self, *cmd: str, check: bool = True, user: str | None = None) -> subprocess.CompletedProcess:
+        args = ["exec"] + (["-u", user] if user else []) + [self.name, *cmd]
+        return docker(*args, check=check)
+
+    def logs(self) -> str:
+        out = docker("logs", self.name, check=False)
+        return out.stdout + out.stderr
+
+    def restart(self) -> "Relay":
+        docker("restart", "-t", "10", self.name, timeout=60)
+        self._ports = {}
+        return self
+
+    def stop(self) -> None:
+        docker("stop", "-t", "10", self.name, timeout=60)
+
+    def remove(self, keep_volume: bool = False) -> None:
+        docker("rm", "-f", self.name, check=False)
+        if not keep_volume:
+            docker("volume", "rm", "-f", self.volume, check=False)
+
+    # --- client-side conveniences ------------------------------------------------
+
+    def new_account(self) -> dict:
+        """POST /new, as Delta Chat does when it opens the DCACCOUNT link."""
+        req = urllib.request.Request(f"https://127.0.0.1:{self.port(443)}/new", method="POST",
+                                     headers={"Host": self.domain})
+        with urllib.request.urlopen(req, context=insecure_tls(), timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def dclogin_for_here(self, account: dict) -> str:
+        """The /new answer's dclogin URL, pointed at the ports this test published."""
+        return (account["dclogin"]
+                + f"&ih=127.0.0.1&ip={self.port(993)}&is=ssl"
+                + f"&sh=127.0.0.1&sp={self.port(465)}&ss=ssl")
+
+    def mailbox_files(self, address: str) -> list[str]:
+        out = self.exec("sh", "-c", f"ls /data/mail/{address}/Maildir/new "
+                                    f"/data/mail/{address}/Maildir/cur 2>/dev/null", check=False)
+        return [line for line in out.stdout.split() if line and not line.endswith(":")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

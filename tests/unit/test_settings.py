@@ -1,0 +1,91 @@
+import pytest
+
+from relay import settings
+from relay.settings import SettingError, load
+
+BASE = {"MAIL_DOMAIN": "chat.example.org"}
+
+
+def test_defaults_follow_the_spec():
+    v = load(BASE)
+    assert v["TLS_MODE"] == "acme"
+    assert v["USERNAME_MIN_LENGTH"] == v["USERNAME_MAX_LENGTH"] == 9
+    assert v["PASSWORD_MIN_LENGTH"] == 9
+    assert v["MAX_MESSAGE_SIZE"] == 30 * 1024 * 1024
+    assert v["MAX_RECIPIENTS"] == 1000
+    assert v["MAILBOX_QUOTA"] == 500 * 1024 * 1024
+    assert v["CREATE_MAX_LOAD"] == 5.0
+    assert v["CREATE_MIN_FREE_MEMORY"] == 200 * 1024 * 1024
+    assert v["CREATE_MIN_FREE_DISK"] == 1024 ** 3
+    assert v["MAX_IMAP_CONNECTIONS"] == 10000
+    assert v["MAX_SMTP_CONNECTIONS"] == 1000
+    assert v["DELETE_MAILS_AFTER"] == 20
+    assert v["DELETE_LARGE_AFTER"] == 7
+    assert v["DELETE_INACTIVE_USERS_AFTER"] == 90
+
+
+@pytest.mark.parametrize("domain", [
+    "chat.example.org", "_chat.example.test", "a.b", "xn--bcher-kva.example", "localhost",
+    "[192.0.2.1]", "[ipv6:2001:db8::1]", "Chat.Example.ORG.",
+])
+def test_accepted_domains(domain):
+    assert load({"MAIL_DOMAIN": domain})["MAIL_DOMAIN"] == domain.lower().rstrip(".")
+
+
+@pytest.mark.parametrize("domain", [
+    "bad domain", "example", "-a.example.org", "a..b", "a.b_c.org", "under_score.example",
+    "[300.1.1.1]", "[example.org]", "x" * 64 + ".org", "a.123", "ex*ample.org", "chat.example.org/x",
+])
+def test_rejected_domains_name_the_variable(domain):
+    with pytest.raises(SettingError) as err:
+        load({"MAIL_DOMAIN": domain})
+    text = str(err.value)
+    assert text.startswith("MAIL_DOMAIN=")
+    assert "\n" not in text
+    assert "expected a domain name" in text
+
+
+def test_missing_domain():
+    with pytest.raises(SettingError, match=r"^MAIL_DOMAIN is required"):
+        load({})
+
+
+def test_empty_value_takes_the_default():
+    assert load({**BASE, "TLS_MODE": "", "MAX_RECIPIENTS": "  "})["MAX_RECIPIENTS"] == 1000
+
+
+@pytest.mark.parametrize("name,value,accepted", [
+    ("TLS_MODE", "letsencrypt", "acme, self-signed, external"),
+    ("MAX_RECIPIENTS", "ten", "whole number"),
+    ("MAX_RECIPIENTS", "0", "whole number"),
+    ("MAX_RECIPIENTS", "-5", "whole number"),
+    ("MAX_MESSAGE_SIZE", "30 potatoes", "size"),
+    ("MAX_MESSAGE_SIZE", "2G", "size"),
+    ("CREATE_MAX_LOAD", "high", "number"),
+    ("ACCOUNT_CREATION", "maybe", "on or off"),
+    ("LOG_LEVEL", "loud", "debug, info"),
+])
+def test_bad_values_name_variable_and_accepted_values(name, value, accepted):
+    with pytest.raises(SettingError) as err:
+        load({**BASE, name: value})
+    assert str(err.value).startswith(f"{name}=")
+    assert accepted in str(err.value)
+
+
+def test_username_max_below_min_is_refused():
+    with pytest.raises(SettingError, match="USERNAME_MAX_LENGTH"):
+        load({**BASE, "USERNAME_MIN_LENGTH": "10", "USERNAME_MAX_LENGTH": "9"})
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("500M", 500 * 2**20), ("1G", 2**30), ("30MiB", 30 * 2**20), ("4096", 4096), ("64k", 65536),
+])
+def test_sizes(text, expected):
+    assert settings.size(0, 2**50)(text) == expected
+
+
+def test_every_setting_is_documented():
+    for s in settings.SETTINGS:
+        assert s.doc and s.accepted, s.name
+        if s.default is not None:
+            s.parse(s.default)  # every default passes its own check
