@@ -1,0 +1,111 @@
+"""testinfra checks against a running container of the real image."""
+
+import pytest
+import testinfra
+
+
+@pytest.fixture(scope="module")
+def host(relay):
+    return testinfra.get_host(f"docker://{relay.name}")
+
+
+@pytest.mark.parametrize("package", [
+    "postfix", "dovecot-imapd", "dovecot-lmtpd", "nginx", "opendkim", "supervisor",
+    "python3-jinja2", "python3-aiosmtpd", "acme-tiny", "qrencode",
+])
+def test_debian_packages_installed(host, package):
+    assert host.package(package).is_installed
+
+
+@pytest.mark.parametrize("command,user", [
+    ("supervisord", "root"),
+    ("master", "root"),          # Postfix master; its children drop to postfix
+    ("qmgr", "postfix"),
+    ("pickup", "postfix"),
+    ("dovecot", "root"),         # Dovecot master; its children drop privileges
+    ("imap-login", "dovenull"),
+    ("auth", "dovecot"),
+    ("opendkim", "opendkim"),
+])
+def test_daemons_run_as_expected_user(host, command, user):
+    procs = host.process.filter(comm=command)
+    assert procs, f"no {command} process"
+    assert {p.user for p in procs} == {user}
+
+
+def test_nginx_workers_unprivileged(host):
+    workers = [p for p in host.process.filter(comm="nginx") if "worker" in p.args]
+    assert workers and {p.user for p in workers} == {"www-data"}
+
+
+@pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb")])
+def test_our_helpers_run_as_their_own_users(host, module, user):
+    procs = [p for p in host.process.filter(comm="python3") if f"-m {module}" in p.args]
+    assert len(procs) == 1
+    assert procs[0].user == user
+
+
+@pytest.mark.parametrize("port", [25, 80, 443, 465, 587, 993])
+def test_public_ports_listen(host, port):
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_no_unexpected_public_listeners(host):
+    """Only the six public ports listen on a non-loopback address."""
+    public = set()
+    for spec in host.socket.get_listening_sockets():
+        if spec.startswith("tcp://"):
+            address, port = spec[len("tcp://"):].rsplit(":", 1)
+            if address not in ("127.0.0.1", "::1"):
+                public.add(int(port))
+    assert public == {25, 80, 443, 465, 587, 993}
+
+
+def test_settings_reach_rendered_configs(host):
+    main_cf = host.file("/etc/postfix/main.cf")
+    assert main_cf.contains("^message_size_limit = 20971520$")  # MAX_MESSAGE_SIZE=20M
+    assert main_cf.contains("^smtpd_recipient_limit = 500$")    # MAX_RECIPIENTS=500
+    assert main_cf.contains("^smtpd_client_connection_count_limit = 100$")  # a fifth of 500
+    assert main_cf.contains("^virtual_mailbox_domains = _chat.example.test$")
+    assert host.file("/etc/dovecot/dovecot.conf").contains("_chat.example.test chatmail relay ready")
+    assert host.file("/var/www/chatmail/index.html").contains("dcaccount:https://_chat.example.test/new")
+    assert host.file("/etc/opendkim.conf").contains("^Domain  *_chat.example.test$")
+
+
+def test_postfix_trusts_only_loopback(host):
+    mynetworks = host.run("postconf -h mynetworks").stdout.split()
+    assert set(mynetworks) <= {"127.0.0.0/8", "[::1]/128"}
+    assert "permit_mynetworks" not in host.run("postconf -h smtpd_relay_restrictions").stdout
+
+
+def test_postfix_and_dovecot_configs_are_valid(host):
+    assert host.run("postfix check").rc == 0
+    assert host.run("doveconf -n").rc == 0
+    assert host.run("nginx -t").rc == 0
+
+
+@pytest.mark.parametrize("path,user,group,mode", [
+    ("/data", "root", "root", 0o755),
+    ("/data/accounts", "relayauth", "relayauth", 0o700),
+    ("/data/mail", "vmail", "vmail", 0o700),
+    ("/data/tls", "root", "root", 0o700),
+    ("/data/tls/privkey.pem", "root", "root", 0o600),
+    ("/data/dkim", "opendkim", "opendkim", 0o700),
+    ("/data/dkim/chatmail.private", "opendkim", "opendkim", 0o600),
+    ("/data/postfix/maildrop", "postfix", "postdrop", 0o730),
+    ("/data/postfix/active", "postfix", "root", 0o700),
+])
+def test_data_owners_and_modes(host, path, user, group, mode):
+    f = host.file(path)
+    assert f.exists
+    assert (f.user, f.group, f.mode) == (user, group, mode)
+
+
+def test_layout_version_written(host):
+    assert host.file("/data/LAYOUT_VERSION").content_string.strip() == "1"
+
+
+def test_health_check_is_defined_in_image_and_healthy(relay):
+    assert relay.health() == "healthy"
+    out = relay.exec("relayctl", "health")
+    assert "healthy: smtp imap https answer" in out.stdout
