@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 export DOCKER IMAGE
 
-.PHONY: help base-image image up down logs status test test-unit venv clean
+.PHONY: help base-image image up down logs status test test-unit venv clean docs
 
 help:
 	@echo "make up          build what is missing and start the relay (.env, or a local test relay)"
@@ -55,6 +55,9 @@ test-unit: venv
 
 test: venv image
 	$(PYTEST) tests
+
+docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings.py
+	python3 -m relay.settings --write-docs .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -23,6 +23,10 @@ RUN = Path("/run/relay")          # sockets of our helpers
 AUTH_DICT_SOCKET = RUN / "auth-dovecot" / "dict.sock"      # Dovecot passdb/userdb -> relay.auth
 ACCOUNTS_MAP_SOCKET = RUN / "auth-postfix" / "accounts.sock"  # Postfix socketmap -> relay.auth
 WEB_SOCKET = RUN / "web" / "web.sock"                     # nginx -> relay.web
+FILTER_OUT_SOCKET = RUN / "filter" / "outgoing.sock"      # Postfix 465/587 -> relay.filter
+FILTER_IN_SOCKET = RUN / "filter" / "incoming.sock"       # Postfix 25 -> relay.filter
+REINJECT_OUT = POSTFIX_QUEUE / "public" / "reinject-out"  # relay.filter -> Postfix (signs, queues)
+REINJECT_IN = POSTFIX_QUEUE / "public" / "reinject-in"    # relay.filter -> Postfix (queues)
 NOCREATE_FLAG = STATE / "account-creation-off"            # set by `relayctl accounts off`
 
 ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serves on port 80

@@ -196,6 +196,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_RECIPIENTS", "1000", integer(1, 100000),
             "a whole number from 1 to 100000",
             "Most recipients one message may have."),
+    Setting("MAX_USER_SEND_PER_MINUTE", "60", integer(1, 100000),
+            "a whole number from 1 to 100000",
+            "Messages one user may send a minute on average; beyond it a temporary 450 4.7.1."),
+    Setting("MAX_USER_SEND_BURST", "10", integer(1, 100000),
+            "a whole number from 1 to 100000",
+            "Messages one user may send at once before the per-minute rate applies."),
     Setting("MAX_IMAP_CONNECTIONS", "10000", integer(10, 1000000),
             "a whole number from 10 to 1000000",
             "Concurrent IMAP connections in all; one IP address may hold a fifth of them."),
@@ -254,8 +260,33 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def compose_environment() -> str:
+    """The environment block of compose.yaml: every setting passed through."""
+    return "".join(f"      {s.name}: ${{{s.name}:-}}\n" for s in SETTINGS)
+
+
+def _replace_between(text: str, start: str, end: str, new: str) -> str:
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return head + start + new + end + tail
+
+
+def write_docs(root: str) -> None:
+    """Regenerate the README table and compose.yaml's environment block."""
+    import pathlib
+    base = pathlib.Path(root)
+    readme = base / "README.md"
+    readme.write_text(_replace_between(readme.read_text(), "<!-- settings-table:start -->\n",
+                                       "<!-- settings-table:end -->", markdown_table()))
+    compose = base / "compose.yaml"
+    compose.write_text(_replace_between(compose.read_text(), "    environment:\n",
+                                        "    ports:", compose_environment()))
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--markdown"]:
         sys.stdout.write(markdown_table())
+    elif sys.argv[1:2] == ["--write-docs"] and len(sys.argv) == 3:
+        write_docs(sys.argv[2])
     else:
-        sys.exit("usage: python3 -m relay.settings --markdown")
+        sys.exit("usage: python3 -m relay.settings --markdown | --write-docs REPO_ROOT")

@@ -38,6 +38,8 @@ def context(settings: dict, ipv6: bool) -> dict:
         auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
         accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
         web_socket=str(paths.WEB_SOCKET),
+        filter_out_socket=str(paths.FILTER_OUT_SOCKET),
+        filter_in_socket=str(paths.FILTER_IN_SOCKET),
         www=str(paths.WWW),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,

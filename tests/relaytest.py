@@ -134,6 +134,28 @@ class Relay:
         return [line for line in out.stdout.split() if line and not line.endswith(":")]
 
 
+def securejoin_request(sender: str, recipient: str, marker: str = "") -> bytes:
+    """The one kind of unencrypted message the filter lets through both ways."""
+    return (f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: Message from {sender}\r\n"
+            f"Message-ID: <{secrets.token_hex(8)}{marker}@test>\r\n"
+            "Secure-Join: vc-request\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+            "--b\r\nContent-Type: text/plain\r\n\r\nSecure-Join: vc-request\r\n--b--\r\n").encode()
+
+
+def submit(relay: Relay, account: dict, recipients: list[str], data: bytes, port: int = 465) -> dict:
+    """Log in and submit; raises smtplib's exception on a refusal."""
+    import smtplib
+    if port == 465:
+        smtp = smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(), timeout=30)
+    else:
+        smtp = smtplib.SMTP("127.0.0.1", relay.port(port), timeout=30)
+        smtp.starttls(context=insecure_tls())
+    with smtp:
+        smtp.login(account["email"], account["password"])
+        return smtp.sendmail(account["email"], recipients, data)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

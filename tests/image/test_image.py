@@ -24,13 +24,21 @@ def test_debian_packages_installed(host, package):
     ("pickup", "postfix"),
     ("dovecot", "root"),         # Dovecot master; its children drop privileges
     ("imap-login", "dovenull"),
-    ("auth", "dovecot"),
+    ("auth", "dovecot"),         # the auth process and its workers
     ("opendkim", "opendkim"),
 ])
 def test_daemons_run_as_expected_user(host, command, user):
     procs = host.process.filter(comm=command)
     assert procs, f"no {command} process"
     assert {p.user for p in procs} == {user}
+
+
+def test_delivery_runs_as_vmail(host, relay):
+    """LMTP delivery needs no root: every mailbox belongs to vmail."""
+    relay.new_account()  # make sure Dovecot has answered at least one request
+    procs = host.process.filter(comm="lmtp")
+    dovecot_lmtp = [p for p in procs if "dovecot" in p.args]
+    assert all(p.user == "vmail" for p in dovecot_lmtp)
 
 
 def test_nginx_workers_unprivileged(host):

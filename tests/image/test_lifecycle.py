@@ -1,12 +1,11 @@
 """Start-up refusals, restarts and stops of the real image."""
 
 import re
-import smtplib
 import imaplib
 
 import pytest
 
-from relaytest import IMAGE, Relay, docker, insecure_tls, wait_for
+from relaytest import IMAGE, Relay, docker, insecure_tls, securejoin_request, submit, wait_for
 
 
 def run_with(env: dict[str, str]):
@@ -50,13 +49,6 @@ def fresh_relay(image_exists):
         r.remove()
 
 
-def login_and_send(relay, address, password, text):
-    with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(), timeout=20) as s:
-        s.login(address, password)
-        s.sendmail(address, [address],
-                   f"From: {address}\r\nTo: {address}\r\nSubject: x\r\n\r\n{text}\r\n")
-
-
 def imap_count(relay, address, password):
     im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=20)
     try:
@@ -70,7 +62,7 @@ def imap_count(relay, address, password):
 def test_restart_keeps_accounts_mail_keys_and_certificate(fresh_relay):
     r = fresh_relay
     acct = r.new_account()
-    login_and_send(r, acct["email"], acct["password"], "before restart")
+    submit(r, acct, [acct["email"]], securejoin_request(acct["email"], acct["email"]))
     wait_for(lambda: imap_count(r, acct["email"], acct["password"]) == 1, 30, what="delivery")
     before = r.exec("sh", "-c", "sha256sum /data/dkim/chatmail.private /data/tls/fullchain.pem "
                                 "/data/accounts/*").stdout

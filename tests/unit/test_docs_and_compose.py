@@ -12,7 +12,7 @@ def test_readme_table_is_generated_from_settings():
     end = readme.index("<!-- settings-table:end -->")
     assert readme[start:end] == settings.markdown_table(), (
         "README.md's settings table is stale: regenerate it with "
-        "`python3 -m relay.settings --markdown`")
+        "`make docs`")
 
 
 def test_compose_passes_every_setting_through():
