@@ -4,6 +4,7 @@
     relayctl accounts on|off      allow or stop the creation of new accounts
     relayctl dkim-record          the DKIM TXT record to publish
     relayctl health               the container health check
+    relayctl expire               delete old mail and inactive accounts now
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import subprocess
 import sys
 
-from . import accounts, dkim, health, paths, system
+from . import accounts, dkim, expire, health, paths, system
 
 
 def services() -> dict[str, str]:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     acc.add_argument("switch", choices=["on", "off"])
     sub.add_parser("dkim-record", help="print the DKIM TXT record")
     sub.add_parser("health", help="run the health check")
+    sub.add_parser("expire", help="delete old mail and inactive accounts now")
     args = parser.parse_args(argv)
 
     if args.command == "status":
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "health":
         return health.main(full=True)
+    if args.command == "expire":
+        return expire.main([])
     return 2
 
 

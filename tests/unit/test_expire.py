@@ -1,0 +1,104 @@
+"""Expiry on a /data-like tree: exactly what must go goes, and nothing else."""
+
+import os
+import time
+
+import pytest
+
+from relay import expire
+from relay.settings import load
+
+DAY = 86400
+NOW = 2_000_000_000.0
+SETTINGS = load({"MAIL_DOMAIN": "chat.example.org"})  # 20 days, 7 for large, 90 inactive
+
+
+def age(path, days):
+    t = NOW - days * DAY
+    os.utime(path, (t, t))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    accounts, mail = tmp_path / "accounts", tmp_path / "mail"
+    accounts.mkdir()
+    mail.mkdir()
+
+    def account(name, last_login_days, messages=()):
+        acc = accounts / name
+        acc.write_text("{SHA512-CRYPT}$6$x$y\n")
+        age(acc, last_login_days)
+        home = mail / name
+        for sub in ("new", "cur", "tmp"):
+            (home / "Maildir" / sub).mkdir(parents=True)
+        for i, (sub, days, size) in enumerate(messages):
+            f = home / "Maildir" / sub / f"{i}.msg"
+            f.write_bytes(b"x" * size)
+            age(f, days)
+        age(home, 100)
+        return home
+
+    return accounts, mail, account
+
+
+def names(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*.msg"))
+
+
+def test_messages_by_age_and_size(tree):
+    accounts, mail, account = tree
+    account("alice@chat.example.org", 1, [
+        ("new", 19.9, 100),        # young: stays
+        ("cur", 20.1, 100),        # older than 20 days: goes
+        ("cur", 6.9, 300_000),     # large but younger than 7 days: stays
+        ("new", 7.1, 300_000),     # large and older than 7 days: goes
+        ("cur", 7.1, 200_000),     # exactly 200 kB is not "larger than": stays
+    ])
+    report = expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert names(mail) == ["alice@chat.example.org/Maildir/cur/2.msg",
+                           "alice@chat.example.org/Maildir/cur/4.msg",
+                           "alice@chat.example.org/Maildir/new/0.msg"]
+    assert (report.messages_deleted, report.messages_kept) == (2, 3)
+
+
+def test_other_folders_expire_too(tree):
+    accounts, mail, account = tree
+    home = account("alice@chat.example.org", 1)
+    folder = home / "Maildir" / ".DeltaChat" / "cur"
+    folder.mkdir(parents=True)
+    (folder / "old.msg").write_bytes(b"x")
+    age(folder / "old.msg", 30)
+    expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert not (folder / "old.msg").exists()
+
+
+def test_inactive_accounts_go_with_their_mail(tree):
+    accounts, mail, account = tree
+    account("active@chat.example.org", 89.9, [("new", 1, 10)])
+    account("gone@chat.example.org", 90.1, [("new", 1, 10)])
+    report = expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert sorted(p.name for p in accounts.iterdir()) == ["active@chat.example.org"]
+    assert sorted(p.name for p in mail.iterdir()) == ["active@chat.example.org"]
+    assert (report.accounts_deleted, report.mailboxes_deleted) == (1, 1)
+
+
+def test_orphan_mailbox_removed_only_after_grace(tree):
+    accounts, mail, account = tree
+    account("orphan@chat.example.org", 1)
+    (accounts / "orphan@chat.example.org").unlink()
+    fresh = mail / "fresh@chat.example.org"   # an account being created right now
+    fresh.mkdir()
+    os.utime(fresh, (NOW - 60, NOW - 60))
+    expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert sorted(p.name for p in mail.iterdir()) == ["fresh@chat.example.org"]
+
+
+def test_symlinks_are_not_followed(tree, tmp_path):
+    accounts, mail, account = tree
+    home = account("alice@chat.example.org", 1)
+    outside = tmp_path / "outside.msg"
+    outside.write_bytes(b"precious")
+    age(outside, 100)
+    os.symlink(outside, home / "Maildir" / "cur" / "link.msg")
+    expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert outside.read_bytes() == b"precious"
