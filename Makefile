@@ -9,7 +9,7 @@ VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 export DOCKER IMAGE
 
-.PHONY: help base-image image up down logs status test test-unit venv clean docs
+.PHONY: help base-image image up down logs status test test-unit venv clean docs bench
 
 help:
 	@echo "make up          build what is missing and start the relay (.env, or a local test relay)"
@@ -17,6 +17,7 @@ help:
 	@echo "make logs        follow every service's log"
 	@echo "make test        the whole test suite against the real image"
 	@echo "make test-unit   the pure Python tests only (seconds, no Docker)"
+	@echo "make bench       latency, memory, size and start-up figures -> bench/results.json"
 	@echo "make image       build $(IMAGE);  make base-image: $(BASE_IMAGE) via debootstrap if needed"
 
 base-image:
@@ -55,6 +56,9 @@ test-unit: venv
 
 test: venv image
 	$(PYTEST) tests
+
+bench: venv image  ## measurements, written to bench/results.json (not part of make test)
+	$(VENV)/bin/python bench/run.py
 
 docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings.py
 	python3 -m relay.settings --write-docs .

@@ -2,8 +2,9 @@
 
 Postfix hands every SMTP transaction to us before it queues anything:
 
-    465/587 smtpd --> outgoing.sock --> checks --> public/reinject-out --> queue (DKIM-signed)
-    25      smtpd --> incoming.sock --> checks --> public/reinject-in  --> queue
+    465/587 smtpd --> outgoing.sock --> policy.check_outgoing --> public/reinject-out --> queue
+                                                                  (DKIM-signed by OpenDKIM)
+    25      smtpd --> incoming.sock --> policy.check_incoming, dkimcheck --> public/reinject-in
 
 We answer the end of DATA only after the reinjection smtpd has answered, so a
 message is either refused with a reason the sender sees at once (523, 553,
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from . import headers, logs, paths, policy, settings as settings_mod
+from . import dkimcheck, headers, logs, paths, policy, settings as settings_mod
 from .ratelimit import TokenBucket
 
 log = logging.getLogger("relay-filter")
@@ -90,7 +91,10 @@ class Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        loop = asyncio.get_running_loop()
         verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data)
+        if verdict is None and self.direction == "incoming":
+            verdict = await loop.run_in_executor(None, dkimcheck.check, data)
         if verdict is not None:
             log.info("%s message refused: %s", self.direction, verdict.reply())
             return verdict.reply()
@@ -101,7 +105,6 @@ class Handler:
             # The real subject travels inside the encryption (SPEC §3). Done here and
             # not in Postfix's header_checks, whose REPLACE action logs the old subject.
             data = headers.replace_header(data, b"Subject", b"[...]")
-        loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, reinject, self.reinject_path, envelope, data)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email import message_from_bytes, policy as email_policy
 from email.message import Message
-from email.utils import getaddresses
+from email.headerregistry import HeaderRegistry
 
 from .openpgp import is_openpgp_mime
 
@@ -39,9 +39,23 @@ def parse(data: bytes) -> Message:
     return message_from_bytes(data, policy=email_policy.compat32)
 
 
-def from_addresses(msg: Message) -> list[str]:
+_HEADERS = HeaderRegistry()
+
+
+def from_addresses(msg: Message) -> list[str] | None:
+    """The addresses of the single From: header, lower-cased; None when there is
+    not exactly one From: header or it does not parse cleanly (RFC 5322 parser,
+    which also understands domain literals such as user@[192.0.2.1])."""
     values = msg.get_all("From") or []
-    return [addr.lower() for _, addr in getaddresses([str(v) for v in values]) if addr]
+    if len(values) != 1:
+        return None
+    try:
+        header = _HEADERS("From", str(values[0]))
+    except Exception:
+        return None
+    if header.defects:
+        return None
+    return [a.addr_spec.lower() for a in header.addresses]
 
 
 def _single_text_part(msg: Message) -> str | None:
@@ -80,7 +94,7 @@ def is_autocrypt_setup_to_self(msg: Message, mail_from: str, rcpt_tos: list[str]
 
 def is_mailer_daemon_report(msg: Message) -> bool:
     senders = from_addresses(msg)
-    if len(senders) != 1 or senders[0].split("@")[0] != "mailer-daemon":
+    if not senders or len(senders) != 1 or senders[0].split("@")[0] != "mailer-daemon":
         return False
     if msg.get_content_type() != "multipart/report":
         return False
@@ -96,7 +110,7 @@ def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes) -> Reject |
         msg = parse(data)
     except Exception:
         return UNPARSABLE
-    if from_addresses(msg) != [mail_from.lower()] or len(msg.get_all("From") or []) != 1:
+    if from_addresses(msg) != [mail_from.lower()]:
         return BAD_FROM
     if is_openpgp_mime(msg, outgoing=True):
         return None

@@ -1,0 +1,196 @@
+"""make bench: measure the relay and write bench/results.json plus a table on stdout.
+
+Everything runs against a fresh container of the real image on loopback ports:
+
+* time from `docker run` to healthy, on a fresh volume and again on the same
+  volume (a restart with existing data);
+* idle memory of the whole container (cgroup), image size and size above the base;
+* the filter's own cost per message (relay.policy on real corpus messages, in-process);
+* SMTP submission -> IMAP IDLE "EXISTS" latency with plain protocol clients;
+* Delta Chat end-to-end latency (send_text until the recipient's IncomingMsg event);
+* account creation: POST /new plus the first login, p50.
+
+Not part of `make test`: numbers are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from relay import policy  # noqa: E402
+from relaytest import (IMAGE, Relay, docker, insecure_tls, securejoin_request,  # noqa: E402
+                       submit)
+
+RESULTS = ROOT / "bench" / "results.json"
+CORPUS = ROOT / "tests" / "corpus"
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def pick(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(p * (len(ordered) - 1))))]
+
+    return {"n": len(values), "p50_ms": round(pick(0.5) * 1000, 1),
+            "p90_ms": round(pick(0.9) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1)}
+
+
+def time_to_healthy(relay: Relay) -> float:
+    started = time.monotonic()
+    relay.start()
+    relay.wait_healthy(180)
+    return time.monotonic() - started
+
+
+def container_memory(name: str) -> int:
+    out = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).stdout.strip()
+    value, unit = re.match(r"([\d.]+)\s*([KMG]i?B)", out).groups()
+    scale = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    return int(float(value) * scale)
+
+
+def image_sizes() -> dict[str, int]:
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
+    base = int(docker("image", "inspect", "-f", "{{.Size}}", "debian:bookworm-slim").stdout)
+    return {"image_bytes": size, "base_bytes": base, "above_base_bytes": size - base}
+
+
+def filter_cost() -> dict[str, float]:
+    """Mean time of the outgoing check per message, for a chat-sized and a large message."""
+    manifest = json.loads((CORPUS / "manifest.json").read_text())
+    result = {}
+    for label, name in (("chat_message_us", "enc_one_pkesk.eml"),
+                        ("large_message_us", "enc_large_partial.eml")):
+        if name not in manifest and not (CORPUS / name).exists():
+            continue
+        data = (CORPUS / name).read_bytes().replace(b"{sender}", b"alice@chat.example.org") \
+            .replace(b"{recipient}", b"bob@chat.example.org")
+        rounds = 200
+        started = time.perf_counter()
+        for _ in range(rounds):
+            verdict = policy.check_outgoing("alice@chat.example.org", ["bob@chat.example.org"], data)
+        elapsed = time.perf_counter() - started
+        assert verdict is None, f"{name} should be accepted"
+        result[label] = round(elapsed / rounds * 1e6, 1)
+        result[label.replace("_us", "_bytes")] = len(data)
+    return result
+
+
+def smtp_to_idle(relay: Relay, rounds: int = 30) -> dict[str, float]:
+    sender, receiver = relay.new_account(), relay.new_account()
+    submit(relay, receiver, [receiver["email"]], securejoin_request(receiver["email"], receiver["email"]))
+    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=30)
+    im.login(receiver["email"], receiver["password"])
+    im.select("INBOX")
+    latencies = []
+    for i in range(rounds):
+        tag = im._new_tag().decode()
+        im.send(f"{tag} IDLE\r\n".encode())
+        assert im.readline().startswith(b"+")
+        started = time.monotonic()
+        submit(relay, sender, [receiver["email"]],
+               securejoin_request(sender["email"], receiver["email"], str(i)))
+        while b"EXISTS" not in im.readline():
+            pass
+        latencies.append(time.monotonic() - started)
+        im.send(b"DONE\r\n")
+        while not im.readline().startswith(tag.encode()):
+            pass
+    im.logout()
+    return percentiles(latencies)
+
+
+def account_creation(relay: Relay, rounds: int = 20) -> dict[str, float]:
+    times = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        acct = relay.new_account()
+        im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=30)
+        im.login(acct["email"], acct["password"])
+        times.append(time.monotonic() - started)
+        im.logout()
+    return percentiles(times)
+
+
+def deltachat_latency(relay: Relay, rounds: int = 50) -> dict[str, float]:
+    from deltachat_rpc_client import DeltaChat, Rpc
+
+    server = shutil.which("deltachat-rpc-server") or str(Path(sys.executable).parent / "deltachat-rpc-server")
+    with tempfile.TemporaryDirectory() as tmp, \
+            Rpc(accounts_dir=os.path.join(tmp, "a"), rpc_server_path=server) as rpc:
+        dc = DeltaChat(rpc)
+        accounts = []
+        for _ in range(2):
+            acct = dc.add_account()
+            acct.add_transport_from_qr(relay.dclogin_for_here(relay.new_account()))
+            acct.bring_online()
+            accounts.append(acct)
+        alice, bob = accounts
+        chat = alice.create_chat(bob)
+        chat.send_text("warm-up")
+        bob.wait_for_incoming_msg()
+        latencies = []
+        for i in range(rounds):
+            started = time.monotonic()
+            chat.send_text(f"message {i}")
+            text = bob.wait_for_incoming_msg().get_snapshot().text
+            latencies.append(time.monotonic() - started)
+            assert text == f"message {i}"
+        for acct in accounts:
+            acct.stop_io()
+    return percentiles(latencies)
+
+
+def main() -> int:
+    results: dict = {"image": IMAGE, "machine": {"arch": platform.machine(), "cpus": os.cpu_count()},
+                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    relay = Relay({"MAIL_DOMAIN": "_bench.example.test", "TLS_MODE": "self-signed",
+                   "NEW_ACCOUNTS_PER_MINUTE": "6000"}, name="relay-bench")
+    try:
+        results["healthy_after_run_s"] = {"fresh_volume": round(time_to_healthy(relay), 2)}
+        time.sleep(20)  # settle: idle memory, not start-up peaks
+        results["idle_memory_bytes"] = container_memory(relay.name)
+        docker("rm", "-f", relay.name)
+        results["healthy_after_run_s"]["existing_volume"] = round(time_to_healthy(relay), 2)
+        results.update(image_sizes())
+        results["filter"] = filter_cost()
+        results["account_creation"] = account_creation(relay)
+        results["smtp_to_imap_idle"] = smtp_to_idle(relay)
+        results["deltachat_end_to_end"] = deltachat_latency(relay)
+    finally:
+        relay.remove()
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+    mib = 1024 * 1024
+    print(f"{'measure':40} value")
+    print(f"{'image size / above base':40} {results['image_bytes'] / mib:.0f} MiB / "
+          f"{results['above_base_bytes'] / mib:.0f} MiB")
+    print(f"{'idle memory (whole container)':40} {results['idle_memory_bytes'] / mib:.0f} MiB")
+    for key, value in results["healthy_after_run_s"].items():
+        print(f"{'docker run -> healthy, ' + key.replace('_', ' '):40} {value} s")
+    for key, value in results["filter"].items():
+        print(f"{'filter ' + key:40} {value}")
+    for key in ("account_creation", "smtp_to_imap_idle", "deltachat_end_to_end"):
+        r = results[key]
+        print(f"{key.replace('_', ' '):40} p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
+              f"p99 {r['p99_ms']} ms (n={r['n']})")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
