@@ -9,6 +9,7 @@ temporary failure, so the sending server retries instead of bouncing.
 from __future__ import annotations
 
 import logging
+from email.message import Message
 from typing import Callable
 
 import dkim
@@ -25,15 +26,17 @@ LOOKUP_FAILED = Reject(451, "4.7.5 DKIM key lookup failed, please try again late
 TxtLookup = Callable[..., bytes | None]
 
 
-def from_domain(data: bytes) -> str | None:
-    addresses = from_addresses(parse(data))
+def from_domain(msg: Message) -> str | None:
+    addresses = from_addresses(msg)
     if not addresses or len(addresses) != 1 or "@" not in addresses[0]:
         return None
     return addresses[0].rpartition("@")[2].rstrip(".")
 
 
-def check(data: bytes, dnsfunc: TxtLookup | None = None, timeout: float = 5) -> Reject | None:
-    domain = from_domain(data)
+def check(data: bytes, dnsfunc: TxtLookup | None = None, timeout: float = 5,
+          msg: Message | None = None) -> Reject | None:
+    """``msg`` is ``data`` already parsed, when the caller has it."""
+    domain = from_domain(parse(data) if msg is None else msg)
     if domain is None:
         return NO_FROM
     if domain.startswith("[") and domain.endswith("]"):

@@ -92,9 +92,14 @@ class Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
         loop = asyncio.get_running_loop()
-        verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data)
+        try:
+            msg = policy.parse(data)  # parsed once, for every check below
+        except Exception:
+            return policy.UNPARSABLE.reply()
+        verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data, msg)
         if verdict is None and self.direction == "incoming":
-            verdict = await loop.run_in_executor(None, dkimcheck.check, data)
+            verdict = await loop.run_in_executor(
+                None, lambda: dkimcheck.check(data, msg=msg))
         if verdict is not None:
             log.info("%s message refused: %s", self.direction, verdict.reply())
             return verdict.reply()

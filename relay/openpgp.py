@@ -187,15 +187,25 @@ def _text(part: Message) -> str | None:
         return None
 
 
+def has_one_content_type(part: Message) -> bool:
+    """Python reads the first of repeated Content-Type headers, some clients the last:
+    a part with more than one could show as encrypted here and as text there."""
+    return len(part.get_all("Content-Type") or []) == 1
+
+
 def is_openpgp_mime(msg: Message, outgoing: bool) -> bool:
     """The whole SPEC §3 check on a parsed message (outgoing: no armor Version line)."""
     try:
+        if not has_one_content_type(msg):
+            return False
         if msg.get_content_type() != "multipart/encrypted" or not msg.is_multipart():
             return False
         parts = msg.get_payload()
         if not isinstance(parts, list) or len(parts) != 2:
             return False
         control, encrypted = parts
+        if not (has_one_content_type(control) and has_one_content_type(encrypted)):
+            return False
         if control.is_multipart() or encrypted.is_multipart():
             return False
         if control.get_content_type() != "application/pgp-encrypted":

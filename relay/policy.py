@@ -18,7 +18,7 @@ from email import message_from_bytes, policy as email_policy
 from email.message import Message
 from email.headerregistry import HeaderRegistry
 
-from .openpgp import is_openpgp_mime
+from .openpgp import has_one_content_type, is_openpgp_mime
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,16 @@ def from_addresses(msg: Message) -> list[str] | None:
 
 
 def _single_text_part(msg: Message) -> str | None:
+    if not has_one_content_type(msg):
+        return None
     if msg.get_content_type() != "multipart/mixed" or not msg.is_multipart():
         return None
     parts = msg.get_payload()
     if not isinstance(parts, list) or len(parts) != 1:
         return None
     part = parts[0]
+    if not has_one_content_type(part):
+        return None
     if part.is_multipart() or part.get_content_type() != "text/plain":
         return None
     payload = part.get_payload(decode=True)
@@ -94,7 +98,10 @@ def is_autocrypt_setup_to_self(msg: Message, mail_from: str, rcpt_tos: list[str]
 
 def is_mailer_daemon_report(msg: Message) -> bool:
     senders = from_addresses(msg)
-    if not senders or len(senders) != 1 or senders[0].split("@")[0] != "mailer-daemon":
+    if not senders or len(senders) != 1:
+        return False
+    local, at, domain = senders[0].rpartition("@")
+    if not at or not domain or local != "mailer-daemon":
         return False
     if msg.get_content_type() != "multipart/report":
         return False
@@ -104,10 +111,11 @@ def is_mailer_daemon_report(msg: Message) -> bool:
     return auto not in ("", "no")
 
 
-def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes) -> Reject | None:
-    """None when a submitted message may go on, else why not."""
+def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
+                   msg: Message | None = None) -> Reject | None:
+    """None when a submitted message may go on, else why not (``msg``: ``data`` parsed)."""
     try:
-        msg = parse(data)
+        msg = parse(data) if msg is None else msg
     except Exception:
         return UNPARSABLE
     if from_addresses(msg) != [mail_from.lower()]:
@@ -119,10 +127,11 @@ def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes) -> Reject |
     return UNENCRYPTED
 
 
-def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes) -> Reject | None:
+def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes,
+                   msg: Message | None = None) -> Reject | None:
     """None when a message from another server may be delivered, else why not."""
     try:
-        msg = parse(data)
+        msg = parse(data) if msg is None else msg
     except Exception:
         return UNPARSABLE
     if is_openpgp_mime(msg, outgoing=False):
