@@ -126,15 +126,27 @@ def is_encrypted_stream(data: bytes) -> bool:
 
 # --- ASCII armor ------------------------------------------------------------------
 
-def crc24(data: bytes) -> int:
-    crc = 0xB704CE
-    for byte in data:
-        crc ^= byte << 16
+def _crc24_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 16
         for _ in range(8):
             crc <<= 1
             if crc & 0x1000000:
                 crc ^= 0x1864CFB
-    return crc & 0xFFFFFF
+        table.append(crc & 0xFFFFFF)
+    return table
+
+
+_CRC24_TABLE = _crc24_table()
+
+
+def crc24(data: bytes) -> int:
+    """The armor checksum of RFC 4880 §6.1, one table lookup per byte."""
+    crc, table = 0xB704CE, _CRC24_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFF) ^ table[((crc >> 16) ^ byte) & 0xFF]
+    return crc
 
 
 def dearmor(text: str, allow_version: bool) -> bytes | None:

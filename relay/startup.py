@@ -39,6 +39,10 @@ def context(settings: dict, ipv6: bool) -> dict:
         accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
         web_socket=str(paths.WEB_SOCKET),
         filter_out_socket=str(paths.FILTER_OUT_SOCKET),
+        # loopback ports behind the port 443 multiplexer
+        proxied_imap_port=8993,
+        proxied_smtp_port=8465,
+        proxied_https_port=8443,
         filter_in_socket=str(paths.FILTER_IN_SOCKET),
         www=str(paths.WWW),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
