@@ -5,7 +5,10 @@
 * every message older than DELETE_MAILS_AFTER days, and messages larger than
   200 kB older than DELETE_LARGE_AFTER days (a Maildir file's mtime is its
   delivery time);
-* mailboxes whose account no longer exists.
+* mailboxes whose account no longer exists;
+* when a mailbox holds more than 75 % of MAILBOX_QUOTA, its oldest messages
+  (never one younger than 24 hours) until it holds at most 70 %, so that it
+  never runs full and clients never see quota warnings.
 
 One pass walks each Maildir once, so its cost grows linearly with the number
 of stored messages; it deletes files with unlink() and never holds a lock
@@ -36,6 +39,8 @@ DAY = 86400
 LARGE_MESSAGE = 200 * 1000
 INTERVAL = 3600
 ORPHAN_GRACE = 3600
+QUOTA_HIGH, QUOTA_LOW = 0.75, 0.70
+QUOTA_MIN_AGE = DAY
 MAILDIR_SUBDIRS = ("new", "cur")
 
 
@@ -45,6 +50,7 @@ class Report:
     mailboxes_deleted: int = 0
     messages_deleted: int = 0
     messages_kept: int = 0
+    quota_deleted: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -61,7 +67,8 @@ def _maildirs(home: Path):
 
 
 def expire_messages(home: Path, now: float, max_age: float, large_age: float,
-                    report: Report) -> None:
+                    quota: int, report: Report) -> None:
+    kept: list[tuple[float, int, str]] = []  # (mtime, size, path) of what stays
     for folder in _maildirs(home):
         for sub in MAILDIR_SUBDIRS:
             try:
@@ -84,7 +91,21 @@ def expire_messages(home: Path, now: float, max_age: float, large_age: float,
                         except FileNotFoundError:
                             pass
                     else:
-                        report.messages_kept += 1
+                        kept.append((st.st_mtime, st.st_size, entry.path))
+    report.messages_kept += len(kept)
+    total = sum(size for _, size, _ in kept)
+    if total <= QUOTA_HIGH * quota:
+        return
+    for mtime, size, path in sorted(kept):  # oldest first
+        if total <= QUOTA_LOW * quota or now - mtime < QUOTA_MIN_AGE:
+            break
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        total -= size
+        report.quota_deleted += 1
+        report.messages_kept -= 1
 
 
 def run_once(settings: dict, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
@@ -134,7 +155,7 @@ def run_once(settings: dict, now: float | None = None, accounts_root: Path = pat
                 report.errors.append(f"{home.name}: {exc}")
             continue
         expire_messages(Path(home.path), now, settings["DELETE_MAILS_AFTER"] * DAY,
-                        settings["DELETE_LARGE_AFTER"] * DAY, report)
+                        settings["DELETE_LARGE_AFTER"] * DAY, settings["MAILBOX_QUOTA"], report)
     return report
 
 
@@ -147,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         started = time.monotonic()
         report = run_once(settings)
-        log.info("deleted %d inactive accounts, %d mailboxes, %d messages; %d messages kept "
-                 "(%.2f s)", report.accounts_deleted, report.mailboxes_deleted,
-                 report.messages_deleted, report.messages_kept, time.monotonic() - started)
+        log.info("deleted %d inactive accounts, %d mailboxes, %d old messages, %d messages "
+                 "over quota; %d messages kept (%.2f s)", report.accounts_deleted,
+                 report.mailboxes_deleted, report.messages_deleted, report.quota_deleted,
+                 report.messages_kept, time.monotonic() - started)
         for error in report.errors:
             log.error("could not delete %s", error)
         if not args.loop:

@@ -210,7 +210,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Concurrent SMTP connections on each port; one IP address may hold a fifth of them."),
     Setting("MAILBOX_QUOTA", "500M", size(10 * MiB, 1024 * GiB),
             "a size from 10M, such as 500M or 2G",
-            "Size cap of each mailbox."),
+            "Size cap of each mailbox (reported to clients); above 75 % the oldest messages "
+            "that are at least a day old are removed down to 70 %."),
     Setting("DELETE_MAILS_AFTER", "20", integer(1, 3650),
             "a whole number of days from 1 to 3650",
             "Every message is deleted this many days after it arrived."),

@@ -205,3 +205,16 @@ def test_inactive_accounts_and_old_mail_are_deleted(relay):
     assert stale["email"] not in accounts and active["email"] in accounts
     assert relay.exec("test", "-e", f"/data/mail/{stale['email']}", check=False).returncode == 1
     assert len(relay.mailbox_files(active["email"])) == 1  # the old one went, the new one stays
+
+
+def test_quota_is_reported_to_clients(relay):
+    acct = relay.new_account()
+    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=20)
+    try:
+        im.login(acct["email"], acct["password"])
+        typ, data = im.getquotaroot("INBOX")
+    finally:
+        im.logout()
+    assert typ == "OK"
+    quota_line = [d for d in data if isinstance(d, list)][-1][0].decode()
+    assert "STORAGE 0 307200" in quota_line  # MAILBOX_QUOTA=300M in tests/conftest.py
