@@ -28,11 +28,9 @@ def context(settings: dict, ipv6: bool) -> dict:
     """Everything the templates may use: each setting in lower case, plus derived values."""
     ctx = {name.lower(): value for name, value in settings.items()}
     domain = settings["MAIL_DOMAIN"]
-    url = dcaccount_url(settings)
     ctx.update(
         ipv6=ipv6,
         mx_hostname=domain if not domain.startswith("[") else "localhost",
-        postfix_domain=domain,
         tls_cert=str(paths.TLS_CERT),
         tls_key=str(paths.TLS_KEY),
         auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
@@ -50,11 +48,9 @@ def context(settings: dict, ipv6: bool) -> dict:
         dkim_key=str(dkim.KEY),
         vmail_uid=pwd.getpwnam("vmail").pw_uid,
         max_smtp_per_ip=max(1, settings["MAX_SMTP_CONNECTIONS"] // 5),
-        max_imap_per_ip=max(1, settings["MAX_IMAP_CONNECTIONS"] // 5),
         mailbox_quota_mib=settings["MAILBOX_QUOTA"] // (1024 * 1024),
-        dcaccount_url=url,
+        dcaccount_url=dcaccount_url(settings),
         supervisor_password=secrets.token_urlsafe(24),
-        qr_text=qr_text(settings),
         qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
     )
     return ctx
