@@ -143,6 +143,32 @@ def http_url(text: str) -> str:
     return text.strip()
 
 
+def absolute_path_or_empty(text: str) -> str:
+    value = text.strip()
+    if value and not value.startswith("/"):
+        raise ValueError("not an absolute path")
+    return value
+
+
+def absolute_path(text: str) -> str:
+    value = absolute_path_or_empty(text)
+    if not value:
+        raise ValueError("empty")
+    return value
+
+
+def ip_list(text: str) -> tuple[str, ...]:
+    """Comma- or space-separated IPv4/IPv6 addresses (may be empty)."""
+    out = []
+    for item in re.split(r"[,\s]+", text.strip()):
+        if item:
+            try:
+                out.append(str(ipaddress.ip_address(item)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address") from None
+    return tuple(out)
+
+
 def email_or_empty(text: str) -> str:
     value = text.strip()
     if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
@@ -164,6 +190,29 @@ SETTINGS: tuple[Setting, ...] = (
             "one of acme, self-signed, external",
             "Where the TLS certificate comes from: an ACME CA, a certificate made and kept on "
             "`/data`, or files the operator provides."),
+    Setting("ACME_DIRECTORY_URL", "https://acme-v02.api.letsencrypt.org/directory", http_url,
+            "an http(s) URL of an ACME directory",
+            "The ACME CA used when TLS_MODE=acme, e.g. Let's Encrypt's staging directory "
+            "`https://acme-staging-v02.api.letsencrypt.org/directory` for trials."),
+    Setting("ADMIN_EMAIL", "", email_or_empty,
+            "an e-mail address, or empty",
+            "The operator's contact: ACME account contact, TLS report address (TLSRPT) in the "
+            "DNS records, and the contact shown on the privacy page."),
+    Setting("TLS_CERT_FILE", "/data/tls/external/fullchain.pem", absolute_path,
+            "an absolute path inside the container",
+            "With TLS_MODE=external: the certificate chain (PEM). Changes to the file are picked "
+            "up within a minute, without a restart."),
+    Setting("TLS_KEY_FILE", "/data/tls/external/privkey.pem", absolute_path,
+            "an absolute path inside the container",
+            "With TLS_MODE=external: the private key (PEM) of TLS_CERT_FILE."),
+    Setting("EXTRA_CA_FILE", "", absolute_path_or_empty,
+            "an absolute path inside the container, or empty",
+            "PEM file of further CA certificates to trust, besides Debian's: for a private ACME "
+            "CA's directory and for other servers' certificates (tests use it for pebble)."),
+    Setting("PUBLIC_ADDRESSES", "", ip_list,
+            "IPv4/IPv6 addresses separated by commas, or empty",
+            "The relay's public addresses, for the A/AAAA and SPF records that `relayctl dns` "
+            "prints and checks. Empty: the global addresses of the container's interfaces."),
     Setting("USERNAME_MIN_LENGTH", "9", integer(3, 32),
             "a whole number from 3 to 32",
             "Shortest local part for which a first login creates an account."),
