@@ -4,6 +4,7 @@ DOCKER ?= $(shell [ -x /usr/bin/docker ] && echo /usr/bin/docker || echo docker)
 COMPOSE ?= $(shell command -v docker-compose >/dev/null && echo docker-compose || echo "docker compose")
 IMAGE ?= chatmail-relay:latest
 BASE_IMAGE ?= debian:bookworm-slim
+DOVECOT ?= patched
 ENV_FILE := $(if $(wildcard .env),.env,examples/local.env)
 VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
@@ -24,7 +25,7 @@ base-image:
 	DOCKER=$(DOCKER) sh image/base/build-base.sh $(BASE_IMAGE)
 
 image: base-image
-	$(DOCKER) build -f image/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+	$(DOCKER) build -f image/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg DOVECOT=$(DOVECOT) -t $(IMAGE) .
 
 up: image
 	@[ -f .env ] || echo "no .env: starting a local test relay from examples/local.env"
