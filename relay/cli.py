@@ -7,6 +7,8 @@
     relayctl expire               delete old mail and inactive accounts now
     relayctl certs [--json]       the certificate: source, names, days left, what each port serves
     relayctl certs renew [--force]  ask the ACME CA now (renewal normally runs on its own)
+    relayctl dns [--check] [--json]  the DNS records to publish (zone-file form); --check looks
+                                  them up and exits 1 when a required one is missing or wrong
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     crt.add_argument("action", nargs="?", choices=["status", "renew"], default="status")
     crt.add_argument("--force", action="store_true", help="renew even when not due")
     crt.add_argument("--json", action="store_true")
+    dns = sub.add_parser("dns", help="DNS records to publish; --check looks them up")
+    dns.add_argument("--check", action="store_true",
+                     help="resolve every record and report ok, missing or wrong")
+    dns.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "status":
@@ -94,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(info, indent=2) if args.json else
               "\n".join(f"{k}: {v}" for k, v in info.items()))
         return 0
+    if args.command == "dns":
+        from . import dnsrecords, settings
+        return dnsrecords.run(settings.load(os.environ), do_check=args.check,
+                              json_output=args.json)
     return 2
 
 
