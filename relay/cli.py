@@ -38,15 +38,50 @@ def queue_size() -> int:
     return sum(1 for line in out.splitlines() if line.strip())
 
 
+def dkim_published(values: dict) -> str:
+    """ok, missing, wrong or error: the DKIM TXT record as the resolver sees it."""
+    from . import dnsrecords
+    if not dnsrecords.records(values, "", "", ()).publishable:
+        return "not applicable (no DNS for this domain)"
+    zone = dnsrecords.Zone(values["MAIL_DOMAIN"], tuple(
+        r for r in dnsrecords.records(values, dkim.txt_record_value(), "", ("192.0.2.1",)).records
+        if r.kind == "dkim"), addresses=("192.0.2.1",))
+    result = dnsrecords.check(zone, dnsrecords.dns_resolver(budget=5))[0]
+    return result.status + (f" ({result.note})" if result.note else "")
+
+
+def certificate_summary(values: dict) -> dict:
+    from . import certwatch
+    info = certwatch.status(values)
+    stale = sorted(k for k, v in info.pop("served").items() if v != "ok")
+    info["served_everywhere"] = not stale
+    if stale:
+        info["not_served_on"] = stale
+    return info
+
+
 def status() -> dict:
+    from . import settings
+    values = settings.load(os.environ)
     return {
+        "domain": values["MAIL_DOMAIN"],
         "services": services(),
         "accounts": accounts.count(),
         "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
         "queue": queue_size(),
         "disk_free_bytes": system.free_disk(paths.DATA),
+        "certificate": certificate_summary(values),
+        "dkim_record_published": dkim_published(values),
         "health": health.check(),
     }
+
+
+def show(data: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        for key, value in data.items():
+            print(f"{key}: {value}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--json", action="store_true")
     acc = sub.add_parser("accounts", help="allow or stop new accounts")
     acc.add_argument("switch", choices=["on", "off"])
-    sub.add_parser("dkim-record", help="print the DKIM TXT record")
-    sub.add_parser("health", help="run the health check")
-    sub.add_parser("expire", help="delete old mail and inactive accounts now")
+    acc.add_argument("--json", action="store_true")
+    dk = sub.add_parser("dkim-record", help="print the DKIM TXT record")
+    dk.add_argument("--json", action="store_true")
+    he = sub.add_parser("health", help="run the health check")
+    he.add_argument("--json", action="store_true")
+    sub.add_parser("expire", help="delete old mail and inactive accounts now (logs a summary)")
     crt = sub.add_parser("certs", help="TLS certificate status, or renew it now")
     crt.add_argument("action", nargs="?", choices=["status", "renew"], default="status")
     crt.add_argument("--force", action="store_true", help="renew even when not due")
@@ -70,24 +108,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "status":
-        data = status()
-        if args.json:
-            print(json.dumps(data, indent=2))
-        else:
-            for key, value in data.items():
-                print(f"{key}: {value}")
+        show(status(), args.json)
         return 0
     if args.command == "accounts":
         if args.switch == "off":
             paths.NOCREATE_FLAG.touch()
         else:
             paths.NOCREATE_FLAG.unlink(missing_ok=True)
-        print(f"account creation {args.switch}")
+        show({"account_creation": args.switch}, args.json)
         return 0
     if args.command == "dkim-record":
-        print(f'{dkim.SELECTOR}._domainkey IN TXT "{dkim.txt_record_value()}"')
+        if args.json:
+            show({"name": f"{dkim.SELECTOR}._domainkey", "type": "TXT",
+                  "value": dkim.txt_record_value()}, True)
+        else:
+            print(f'{dkim.SELECTOR}._domainkey IN TXT "{dkim.txt_record_value()}"')
         return 0
     if args.command == "health":
+        if args.json:
+            failures = health.check()
+            show({"healthy": not any(failures.values()), "probes": failures}, True)
+            return 0 if not any(failures.values()) else 1
         return health.main(full=True)
     if args.command == "expire":
         return expire.main([])
@@ -96,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         values = settings.load(os.environ)
         if args.action == "renew":
             return certwatch.renew(values, args.force)
-        info = certwatch.status(values)
-        print(json.dumps(info, indent=2) if args.json else
-              "\n".join(f"{k}: {v}" for k, v in info.items()))
+        show(certwatch.status(values), args.json)
         return 0
     if args.command == "dns":
         from . import dnsrecords, settings

@@ -4,6 +4,8 @@ incomplete one on a real DNS server (NSD on the test network)."""
 
 from __future__ import annotations
 
+import json
+
 import dkim
 import dns.rdatatype
 import dns.zone
@@ -100,6 +102,13 @@ def test_check_reports_a_complete_zone_as_ok(relay, net, printed):
     done = relay.exec("relayctl", "dns", "--check", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "missing" not in done.stdout and "wrong" not in done.stdout
+    # relayctl status reports the published DKIM record and the certificate, too.
+    status = json.loads(relay.exec("relayctl", "status", "--json").stdout)
+    assert status["dkim_record_published"] == "ok"
+    assert status["certificate"]["served_everywhere"] is True
+    assert status["certificate"]["days_left"] > 300
+    assert status["services"]["relay-certs"] == "RUNNING" and status["queue"] == 0
+    assert {"accounts", "disk_free_bytes", "account_creation", "health"} <= set(status)
 
 
 def test_check_names_what_is_missing_or_wrong(relay, net, printed):
@@ -110,6 +119,8 @@ def test_check_names_what_is_missing_or_wrong(relay, net, printed):
     net.set_zone(DOMAIN, records)
     done = relay.exec("relayctl", "dns", "--check", check=False)
     assert done.returncode == 1, done.stdout
+    status = json.loads(relay.exec("relayctl", "status", "--json").stdout)
+    assert status["dkim_record_published"] == "missing"
     lines = done.stdout.splitlines()
 
     def verdict(fragment):
