@@ -7,6 +7,8 @@
     relayctl expire               delete old mail and inactive accounts now
     relayctl certs [--json]       the certificate: source, names, days left, what each port serves
     relayctl certs renew [--force]  ask the ACME CA now (renewal normally runs on its own)
+    relayctl backup > file.tar.gz  a consistent archive of /data, taken while the relay runs
+    relayctl restore [--force] < file.tar.gz   into an empty /data (before the relay starts)
     relayctl dns [--check] [--json]  the DNS records to publish (zone-file form); --check looks
                                   them up and exits 1 when a required one is missing or wrong
 """
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     crt.add_argument("action", nargs="?", choices=["status", "renew"], default="status")
     crt.add_argument("--force", action="store_true", help="renew even when not due")
     crt.add_argument("--json", action="store_true")
+    sub.add_parser("backup", help="write an archive of /data to stdout (while running)")
+    rst = sub.add_parser("restore", help="unpack an archive from stdin into an empty /data")
+    rst.add_argument("--force", action="store_true", help="overwrite a /data that holds a relay")
     dns = sub.add_parser("dns", help="DNS records to publish; --check looks them up")
     dns.add_argument("--check", action="store_true",
                      help="resolve every record and report ok, missing or wrong")
@@ -139,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             return certwatch.renew(values, args.force)
         show(certwatch.status(values), args.json)
         return 0
+    if args.command in ("backup", "restore"):
+        from . import backup
+        return backup.main([args.command] + (["--force"] if getattr(args, "force", False) else []))
     if args.command == "dns":
         from . import dnsrecords, settings
         return dnsrecords.run(settings.load(os.environ), do_check=args.check,
