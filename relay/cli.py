@@ -9,6 +9,7 @@
     relayctl certs renew [--force]  ask the ACME CA now (renewal normally runs on its own)
     relayctl backup > file.tar.gz  a consistent archive of /data, taken while the relay runs
     relayctl restore [--force] < file.tar.gz   into an empty /data (before the relay starts)
+    relayctl doctor [--json]      checks for a new host: DNS, reverse DNS, port 25 out, clock, ...
     relayctl dns [--check] [--json]  the DNS records to publish (zone-file form); --check looks
                                   them up and exits 1 when a required one is missing or wrong
 """
@@ -87,6 +88,10 @@ def show(data: dict, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:  # its own options
+        from . import doctor
+        return doctor.main(argv[1:])
     parser = argparse.ArgumentParser(prog="relayctl", description="Operate the chatmail relay.")
     sub = parser.add_subparsers(dest="command", required=True)
     st = sub.add_parser("status", help="services, accounts, queue, disk")
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     crt.add_argument("action", nargs="?", choices=["status", "renew"], default="status")
     crt.add_argument("--force", action="store_true", help="renew even when not due")
     crt.add_argument("--json", action="store_true")
+    sub.add_parser("doctor", help="checks for a new host, each with a verdict and advice "
+                   "(relayctl doctor --help)")
     sub.add_parser("backup", help="write an archive of /data to stdout (while running)")
     rst = sub.add_parser("restore", help="unpack an archive from stdin into an empty /data")
     rst.add_argument("--force", action="store_true", help="overwrite a /data that holds a relay")

@@ -130,3 +130,29 @@ def test_check_names_what_is_missing_or_wrong(relay, net, printed):
     assert any("missing" in line for line in verdict("_dmarc")), done.stdout
     assert any("wrong" in line and "mx.elsewhere.test" in line for line in verdict("MX")), done.stdout
     assert all("ok" in line for line in verdict("_submissions")), done.stdout
+
+
+def test_doctor_gives_a_verdict_per_check(relay, net, printed):
+    text, _ = printed
+    net.set_zone(DOMAIN, zone_records(text))
+
+    def doctor(*args):
+        done = relay.exec("relayctl", "doctor", "--json", *args, check=False)
+        return done.returncode, {c["name"]: c for c in json.loads(done.stdout)}
+
+    # Port 25 of a host that has no mail server: fail, with the advice to ask the provider.
+    rc, checks = doctor("--port25-host", net.ip(2))
+    assert rc == 1
+    assert checks["outbound port 25"]["verdict"] == "fail"
+    assert "provider" in checks["outbound port 25"]["advice"]
+    assert checks["forward DNS"]["verdict"] == "ok"
+    # Docker's embedded DNS answers PTR queries for containers itself (their names).
+    assert net.ip(30) in checks["reverse DNS"]["detail"]
+    assert checks["certificate served"]["verdict"] == "ok"
+    assert checks["resolver"]["verdict"] == "ok"
+
+    # With a reachable mail server (the relay itself) nothing fails.
+    rc, checks = doctor("--port25-host", net.ip(30))
+    assert checks["outbound port 25"]["verdict"] == "ok", checks["outbound port 25"]
+    assert rc == 0, checks
+    assert "relay-doctor: OK   certificate served" in relay.logs()  # the start-up summary
