@@ -5,6 +5,7 @@ connection, and a CA that is down when the relay starts."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import ssl
 import threading
@@ -66,6 +67,8 @@ def test_obtains_a_certificate_and_a_forced_renewal_replaces_it_without_failures
         assert f"DNS:{name}" in issued
     assert relay.exec("stat", "-c", "%U %a", "/data/acme/account.key").stdout.split() == [
         "relayacme", "600"]
+    certs = json.loads(relay.exec("relayctl", "certs", "--json").stdout)
+    assert certs["source"] == "acme" and set(certs["served"].values()) == {"ok"}, certs
     started = relay.state()["StartedAt"]
 
     # Clients that trust pebble's root keep connecting while the certificate is swapped.
