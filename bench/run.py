@@ -194,7 +194,8 @@ def main() -> int:
                      "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     relay = Relay({"MAIL_DOMAIN": "_bench.example.test", "TLS_MODE": "self-signed",
                    "NEW_ACCOUNTS_PER_MINUTE": "6000", "MAX_USER_SEND_PER_MINUTE": "100000",
-                   "MAX_USER_SEND_BURST": "100000"}, name="relay-bench")
+                   "MAX_USER_SEND_BURST": "100000",
+                   "PUSH_GATEWAY_URL": "https://127.0.0.1:9/notify"}, name="relay-bench")
     try:
         results["healthy_after_run_s"] = {"fresh_volume": round(time_to_healthy(relay), 2)}
         time.sleep(20)  # settle: idle memory, not start-up peaks

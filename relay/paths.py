@@ -18,6 +18,10 @@ TLS_CERT = TLS / "fullchain.pem"
 TLS_KEY = TLS / "privkey.pem"
 DKIM = DATA / "dkim"              # DKIM signing key
 STATE = DATA / "state"            # small state files of our helpers
+PUSH = DATA / "push"              # relay.metadata's own directory
+PUSH_TOKENS = PUSH / "tokens"     # one file per account: its devices' push tokens
+PUSH_QUEUE = PUSH / "queue"       # notifications not yet accepted by the gateway
+TURN_SECRET = STATE / "turn-secret"  # shared secret of coturn and relay.metadata
 
 RUN = Path("/run/relay")          # sockets of our helpers
 AUTH_DICT_SOCKET = RUN / "auth-dovecot" / "dict.sock"      # Dovecot passdb/userdb -> relay.auth
@@ -28,6 +32,8 @@ FILTER_IN_SOCKET = RUN / "filter" / "incoming.sock"       # Postfix 25 -> relay.
 REINJECT_OUT = POSTFIX_QUEUE / "public" / "reinject-out"  # relay.filter -> Postfix (signs, queues)
 REINJECT_IN = POSTFIX_QUEUE / "public" / "reinject-in"    # relay.filter -> Postfix (queues)
 NOCREATE_FLAG = STATE / "account-creation-off"            # set by `relayctl accounts off`
+METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.metadata
+COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 
 ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serves on port 80
 OPENDKIM_RUN = Path("/run/opendkim")
