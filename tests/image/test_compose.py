@@ -46,7 +46,8 @@ def test_compose_up_is_healthy_and_logs_each_service(compose_project):
 
     wait_for(healthy, 60, 0.5, "relay healthy after compose up")
     logs = compose("logs", "--no-color").stdout
-    for program in ("syslog", "relay-auth", "relay-web", "opendkim", "dovecot", "postfix", "nginx"):
+    for program in ("syslog", "relay-auth", "relay-web", "relay-metadata", "opendkim", "coturn",
+                    "dovecot", "postfix", "nginx"):
         assert f"success: {program} entered RUNNING state" in logs, program
     assert "daemon started -- version 3.7" in logs          # Postfix
     assert "Dovecot v2.3" in logs
@@ -56,3 +57,5 @@ def test_compose_up_is_healthy_and_logs_each_service(compose_project):
     assert mounts == [f"{name}-data"]
     ports = docker("port", container).stdout
     assert "0.0.0.0" not in ports and "127.0.0.77:25" in ports
+    assert "3478/udp -> 127.0.0.77:3478" in ports and "3478/tcp -> 127.0.0.77:3478" in ports
+    assert "49152/udp -> 127.0.0.77:49152" in ports and "49171/udp -> 127.0.0.77:49171" in ports
