@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -33,12 +34,21 @@ def queue_size() -> int:
     return sum(1 for line in out.splitlines() if line.strip())
 
 
+def count_files(directory) -> int:
+    try:
+        return sum(1 for e in os.scandir(directory) if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
 def status() -> dict:
     return {
         "services": services(),
         "accounts": accounts.count(),
         "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
         "queue": queue_size(),
+        "push_accounts": count_files(paths.PUSH_TOKENS),   # accounts with device tokens
+        "push_pending": count_files(paths.PUSH_QUEUE),     # notifications not yet accepted
         "disk_free_bytes": system.free_disk(paths.DATA),
         "health": health.check(),
     }

@@ -27,14 +27,14 @@ def qr_png(text: str) -> bytes:
 
 
 def turn_external_ips(addresses: tuple[str, ...]) -> list[str]:
-    """The first public IPv4 and IPv6 address: what coturn tells clients to send to."""
-    out = []
+    """The public address coturn tells clients to send to (behind published ports it only
+    knows the container's): the first IPv4 one, else the first IPv6 one. coturn 4.6
+    accepts a single external-ip."""
     for version in (4, 6):
         for address in addresses:
             if ipaddress.ip_address(address).version == version:
-                out.append(address)
-                break
-    return out
+                return [address]
+    return []
 
 
 def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:

@@ -191,6 +191,8 @@ def test_retried_until_the_gateway_is_back(push_relay, gateway):
         wait_for(lambda: len(push_relay.mailbox_files(bob["email"])) == 1, 10, 0.1, "delivery")
         wait_for(lambda: (queued(push_relay, bob, token) or {}).get("failures", 0) >= 1, 20, 0.2,
                  "a failed attempt")
+        status = json.loads(push_relay.exec("relayctl", "status", "--json").stdout)
+        assert status["push_pending"] >= 1 and status["push_accounts"] >= 1
     finally:
         gateway.start()
     got = wait_for(lambda: gateway.got(token), 60, 0.2, "notification after the gateway is back")
