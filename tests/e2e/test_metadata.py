@@ -133,3 +133,32 @@ def test_settings_reach_the_metadata(configured_relay):
         "/shared/admin": "mailto:privacy@example.org",
     }
     assert configured_relay.exec("pgrep", "-x", "turnserver", check=False).returncode == 1
+
+
+@pytest.fixture(scope="module")
+def localhost_relay(relay):
+    """MAIL_DOMAIN=localhost: a name the Delta Chat core on this machine can resolve, so it
+    turns the turn entry into ICE servers."""
+    r = Relay({**relay.env, "MAIL_DOMAIN": "localhost", "ADMIN_EMAIL": "privacy@example.org"})
+    r.start()
+    try:
+        r.wait_healthy()
+        yield r
+    finally:
+        r.remove()
+
+
+def test_delta_chat_reads_the_metadata_and_its_turn_credentials_work(localhost_relay, dc):
+    account = dc.add_account()
+    account.add_transport_from_qr(localhost_relay.dclogin_for_here(localhost_relay.new_account()))
+    account.bring_online()
+    try:
+        ice = json.loads(dc.rpc.ice_servers(account.id))
+        info = dc.rpc.get_info(account.id)
+    finally:
+        account.stop_io()
+    assert [server["urls"] for server in ice] == [["turn:127.0.0.1:3478"]]
+    assert "mailto:privacy@example.org" in info["imap_server_admin"]
+    username, credential = ice[0]["username"], ice[0]["credential"]
+    wait_for(lambda: turn_client(localhost_relay, "udp", username, credential)["allocate"]
+             == "success", 30, 0.5, "TURN allocation with the credentials Delta Chat got")
