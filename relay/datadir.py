@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import pwd
 import grp
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import paths
+
+
+log = logging.getLogger("relay.datadir")
 
 
 class LayoutError(RuntimeError):
@@ -35,6 +40,7 @@ DIRS: tuple[Dir, ...] = (
     Dir(paths.ACCOUNTS, "relayauth", "relayauth", 0o700),
     Dir(paths.POSTFIX_QUEUE, "root", "root", 0o755),
     Dir(paths.TLS, "root", "root", 0o700),
+    Dir(paths.ACME_ACCOUNT, "relayacme", "relayacme", 0o700),
     Dir(paths.DKIM, "opendkim", "opendkim", 0o700),
     Dir(paths.STATE, "root", "root", 0o755),
     Dir(paths.PUSH, "relaypush", "relaypush", 0o700),
@@ -53,7 +59,7 @@ RUN_DIRS: tuple[Dir, ...] = (
     # Dovecot's imap and lmtp processes run as vmail.
     Dir(paths.METADATA_SOCKET.parent, "relaypush", "vmail", 0o750),
     Dir(paths.COTURN_RUN, "turnserver", "turnserver", 0o750),
-    Dir(paths.ACME_CHALLENGES, "root", "root", 0o755),
+    Dir(paths.ACME_CHALLENGES, "relayacme", "relayacme", 0o755),
     # Postfix is a member of the opendkim group, to reach the milter socket.
     Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),
 )
@@ -76,6 +82,27 @@ def ensure_dir(d: Dir) -> None:
         os.chmod(d.path, d.mode)
 
 
+# Migrations: MIGRATIONS[n] turns a layout-n volume into layout n+1. Each step
+# is idempotent (a start interrupted halfway runs it again) and logged.
+def _from_unversioned() -> None:
+    """Layout 0: a volume without LAYOUT_VERSION, from before the file existed.
+    Its files are where layout 1 wants them; only owners and modes (fixed by
+    ensure_dir for the directories) may differ."""
+
+
+MIGRATIONS: dict[int, Callable[[], None]] = {0: _from_unversioned}
+
+
+def migrate(found: int, target: int = paths.LAYOUT_VERSION) -> list[int]:
+    """Run the migrations from layout `found` up to `target`; return the steps run."""
+    steps = []
+    for version in range(found, target):
+        log.info("migrating /data from layout %d to %d", version, version + 1)
+        MIGRATIONS[version]()
+        steps.append(version)
+    return steps
+
+
 def check_layout() -> int:
     """Return the layout version found on the volume (0 for a fresh volume)."""
     try:
@@ -92,9 +119,12 @@ def check_layout() -> int:
 
 
 def prepare() -> None:
-    check_layout()
+    found = check_layout()
     for d in DIRS + RUN_DIRS:
         ensure_dir(d)
+    fresh = found == 0 and not any(paths.ACCOUNTS.iterdir()) and not any(paths.MAIL.iterdir())
+    if not fresh:
+        migrate(found)
     tmp = paths.LAYOUT_VERSION_FILE.with_suffix(".tmp")
     tmp.write_text(f"{paths.LAYOUT_VERSION}\n")
     os.replace(tmp, paths.LAYOUT_VERSION_FILE)

@@ -118,3 +118,21 @@ def test_bad_push_and_turn_values_name_the_variable(name, value):
 
 def test_turn_relay_ports_accepts_a_range():
     assert load({**BASE, "TURN_RELAY_PORTS": " 50000-50000 "})["TURN_RELAY_PORTS"] == (50000, 50000)
+
+
+def test_json_log_lines(monkeypatch, capsys):
+    import json as jsonlib
+    import logging
+
+    from relay import logs
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    log = logs.setup("relay-test")
+    log.info("delivered %d messages", 3)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    entry = jsonlib.loads(line)
+    assert entry["service"] == "relay-test" and entry["level"] == "info"
+    assert entry["msg"] == "delivered 3 messages" and entry["ts"].endswith("Z")
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    logs.setup("relay-test").warning("plain")
+    assert capsys.readouterr().err.strip().endswith("relay-test: WARNING plain")
+    logging.getLogger().handlers.clear()
