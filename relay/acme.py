@@ -165,27 +165,26 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
+def _new_key(path: Path, bits: int, owner: pwd.struct_passwd | None = None) -> None:
+    """An RSA key readable only by its owner (root unless given), written atomically."""
+    tmp = path.with_suffix(".new")
+    old = os.umask(0o077)
+    try:
+        _run(["openssl", "genrsa", "-out", str(tmp), str(bits)])
+    finally:
+        os.umask(old)
+    if owner is not None:
+        os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    os.replace(tmp, path)
+
+
 def ensure_keys() -> None:
-    acme = pwd.getpwnam(USER)
     if not ACCOUNT_KEY.exists():
         log.info("making the ACME account key %s", ACCOUNT_KEY)
-        tmp = ACCOUNT_KEY.with_suffix(".new")
-        old = os.umask(0o077)
-        try:
-            _run(["openssl", "genrsa", "-out", str(tmp), "4096"])
-        finally:
-            os.umask(old)
-        os.chown(tmp, acme.pw_uid, acme.pw_gid)
-        os.replace(tmp, ACCOUNT_KEY)
+        _new_key(ACCOUNT_KEY, 4096, pwd.getpwnam(USER))
     if not DOMAIN_KEY.exists():
         certs.ACME.mkdir(mode=0o700, exist_ok=True)
-        tmp = DOMAIN_KEY.with_suffix(".new")
-        old = os.umask(0o077)
-        try:
-            _run(["openssl", "genrsa", "-out", str(tmp), "2048"])
-        finally:
-            os.umask(old)
-        os.replace(tmp, DOMAIN_KEY)
+        _new_key(DOMAIN_KEY, 2048)
 
 
 def write_csr(names: list[str]) -> None:

@@ -16,7 +16,6 @@ import time
 import pytest
 
 from relaytest import docker, fingerprints, served_der, wait_for
-from testnet import TestNet, build_tools_image
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +24,8 @@ RELAY_HOST = 10
 
 
 @pytest.fixture(scope="module")
-def net(image_exists):
-    build_tools_image()
-    n = TestNet()
-    try:
-        n.start_dns()
-        n.start_pebble()
-        yield n
-    finally:
-        n.close()
+def net(make_net):
+    return make_net(pebble=True)
 
 
 def verified_handshake(relay, port: int, roots: str, alpn: str | None = None) -> str:
