@@ -47,6 +47,8 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.ACCOUNTS_MAP_SOCKET.parent, "relayauth", "postfix", 0o750),
     Dir(paths.WEB_SOCKET.parent, "relayweb", "www-data", 0o750),
     Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
+    Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
+    Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),
     Dir(paths.ACME_CHALLENGES, "root", "root", 0o755),
     # Postfix is a member of the opendkim group, to reach the milter socket.
     Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),

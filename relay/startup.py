@@ -42,6 +42,8 @@ def context(settings: dict, ipv6: bool) -> dict:
         proxied_smtp_port=8465,
         proxied_https_port=8443,
         filter_in_socket=str(paths.FILTER_IN_SOCKET),
+        mxdeliv_socket=str(paths.MXDELIV_SOCKET),
+        mxsend_socket=str(paths.MXSEND_SOCKET),
         www=str(paths.WWW),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,
