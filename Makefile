@@ -59,6 +59,7 @@ test: venv image
 	$(PYTEST) tests
 
 bench: venv image  ## measurements, written to bench/results.json (not part of make test)
+	$(MAKE) image DOVECOT=stock IMAGE=chatmail-relay:stock
 	$(VENV)/bin/python bench/run.py
 
 docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings.py

@@ -8,7 +8,12 @@ Everything runs against a fresh container of the real image on loopback ports:
 * the filter's own cost per message (relay.policy on real corpus messages, in-process);
 * SMTP submission -> IMAP IDLE "EXISTS" latency with plain protocol clients;
 * Delta Chat end-to-end latency (send_text until the recipient's IncomingMsg event);
-* account creation: POST /new plus the first login, p50.
+* account creation: POST /new plus the first login, p50;
+* throughput: encrypted messages a second accepted and delivered with 8
+  concurrent senders, and the container's peak memory meanwhile;
+* the Delta Chat end-to-end latency once more, in the same run, against the
+  comparator image (same Dockerfile, Debian's stock Dovecot: `make image
+  DOVECOT=stock IMAGE=chatmail-relay:stock`), so the ratio is read side by side.
 
 Not part of `make test`: numbers are reported, never asserted.
 """
@@ -21,10 +26,10 @@ import os
 import platform
 import queue
 import re
-import statistics
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -37,6 +42,9 @@ from relaytest import (IMAGE, Relay, docker, insecure_tls, securejoin_request,  
                        submit)
 
 RESULTS = ROOT / "bench" / "results.json"
+COMPARATOR = os.environ.get("COMPARATOR_IMAGE", "chatmail-relay:stock")
+BENCH_ENV = {"TLS_MODE": "self-signed", "NEW_ACCOUNTS_PER_MINUTE": "6000",
+             "MAX_USER_SEND_PER_MINUTE": "100000", "MAX_USER_SEND_BURST": "100000"}
 CORPUS = ROOT / "tests" / "corpus"
 
 
@@ -189,12 +197,76 @@ def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10) -> di
     return result
 
 
+def throughput(relay: Relay, senders: int = 8, per_sender: int = 50) -> dict:
+    """Encrypted messages (a real gpg-made corpus message) from `senders` accounts at once."""
+    template = (CORPUS / "enc_two_pkesk.eml").read_text()
+    accounts = [relay.new_account() for _ in range(senders)]
+    receiver = relay.new_account()
+    # The receiver must exist (first login) before mail to it is accepted.
+    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=30)
+    im.login(receiver["email"], receiver["password"])
+    peak = [container_memory(relay.name)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], container_memory(relay.name))
+
+    def send(account: dict) -> int:
+        import smtplib
+        sent = 0
+        with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(),
+                              timeout=60) as smtp:
+            smtp.login(account["email"], account["password"])
+            data = template.replace("{sender}", account["email"]).replace(
+                "{recipient}", receiver["email"]).encode()
+            for _ in range(per_sender):
+                smtp.sendmail(account["email"], [receiver["email"]], data)
+                sent += 1
+        return sent
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    with ThreadPoolExecutor(senders) as pool:
+        total = sum(pool.map(send, accounts))
+    accepted_s = time.monotonic() - started
+
+    def delivered() -> int:
+        im.select("INBOX", readonly=True)
+        return len(im.search(None, "ALL")[1][0].split())
+
+    deadline = time.monotonic() + 120
+    while delivered() < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    delivered_s = time.monotonic() - started
+    count = delivered()
+    done.set()
+    sampler.join()
+    im.logout()
+    return {"messages": total, "delivered": count,
+            "accepted_per_s": round(total / accepted_s, 1),
+            "delivered_per_s": round(count / delivered_s, 1),
+            "peak_memory_bytes": peak[0]}
+
+
+def comparator_latency() -> dict:
+    """The Delta Chat latency against Debian's stock Dovecot, same Dockerfile otherwise."""
+    if docker("image", "inspect", COMPARATOR, check=False).returncode != 0:
+        return {"n": 0, "error": f"{COMPARATOR} missing: make image DOVECOT=stock IMAGE={COMPARATOR}"}
+    stock = Relay({"MAIL_DOMAIN": "_stock.example.test", **BENCH_ENV}, name="relay-bench-stock",
+                  image=COMPARATOR)
+    try:
+        stock.start().wait_healthy(180)
+        return deltachat_latency(stock)
+    finally:
+        stock.remove()
+
+
 def main() -> int:
     results: dict = {"image": IMAGE, "machine": {"arch": platform.machine(), "cpus": os.cpu_count()},
                      "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    relay = Relay({"MAIL_DOMAIN": "_bench.example.test", "TLS_MODE": "self-signed",
-                   "NEW_ACCOUNTS_PER_MINUTE": "6000", "MAX_USER_SEND_PER_MINUTE": "100000",
-                   "MAX_USER_SEND_BURST": "100000"}, name="relay-bench")
+    relay = Relay({"MAIL_DOMAIN": "_bench.example.test", **BENCH_ENV}, name="relay-bench")
     try:
         results["healthy_after_run_s"] = {"fresh_volume": round(time_to_healthy(relay), 2)}
         time.sleep(20)  # settle: idle memory, not start-up peaks
@@ -206,8 +278,14 @@ def main() -> int:
         results["account_creation"] = account_creation(relay)
         results["smtp_to_imap_idle"] = smtp_to_idle(relay)
         results["deltachat_end_to_end"] = deltachat_latency(relay)
+        results["throughput"] = throughput(relay)
     finally:
         relay.remove()
+    results["deltachat_end_to_end_stock_dovecot"] = comparator_latency()
+    ours = results["deltachat_end_to_end"].get("p50_ms")
+    stock = results["deltachat_end_to_end_stock_dovecot"].get("p50_ms")
+    if ours and stock:
+        results["stock_over_ours_p50"] = round(stock / ours, 1)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
     mib = 1024 * 1024
@@ -219,7 +297,12 @@ def main() -> int:
         print(f"{'docker run -> healthy, ' + key.replace('_', ' '):40} {value} s")
     for key, value in results["filter"].items():
         print(f"{'filter ' + key:40} {value}")
-    for key in ("account_creation", "smtp_to_imap_idle", "deltachat_end_to_end"):
+    t = results["throughput"]
+    print(f"{'throughput, 8 senders (accepted/delivered)':40} {t['accepted_per_s']} / "
+          f"{t['delivered_per_s']} msg/s ({t['delivered']} of {t['messages']} delivered)")
+    print(f"{'peak memory under that load':40} {t['peak_memory_bytes'] / mib:.0f} MiB")
+    for key in ("account_creation", "smtp_to_imap_idle", "deltachat_end_to_end",
+                "deltachat_end_to_end_stock_dovecot"):
         r = results[key]
         if not r.get("n"):
             print(f"{key.replace('_', ' '):40} no measurement: {r}")
@@ -227,6 +310,8 @@ def main() -> int:
         extra = "".join(f", {k} {v}" for k, v in r.items() if k.startswith("missed"))
         print(f"{key.replace('_', ' '):40} p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
               f"p99 {r['p99_ms']} ms (n={r['n']}{extra})")
+    if "stock_over_ours_p50" in results:
+        print(f"{'stock Dovecot p50 / ours p50':40} {results['stock_over_ours_p50']}x")
     print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 

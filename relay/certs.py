@@ -7,9 +7,13 @@ one is copied into place atomically.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import ssl
 import subprocess
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import paths
@@ -67,26 +71,99 @@ def make_self_signed(domain: str) -> None:
     Path(str(cert) + ".new").replace(cert)
 
 
-def install(source: Path) -> None:
-    install_file(source / "privkey.pem", paths.TLS_KEY, "root", "root", 0o600)
-    install_file(source / "fullchain.pem", paths.TLS_CERT, "root", "root", 0o644)
+def _date(cert: Path, which: str) -> float:
+    out = subprocess.run(["openssl", "x509", "-noout", f"-{which}date", "-in", str(cert)],
+                         capture_output=True, text=True, check=True).stdout
+    stamp = out.strip().split("=", 1)[1]
+    return datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(
+        tzinfo=timezone.utc).timestamp()
+
+
+def not_after(cert: Path) -> float:
+    """Expiry of the first certificate in a PEM file, as a Unix time."""
+    return _date(cert, "end")
+
+
+def not_before(cert: Path) -> float:
+    return _date(cert, "start")
+
+
+def fingerprint(cert: Path) -> str:
+    """SHA-256 of the first (leaf) certificate in a PEM file."""
+    pem = cert.read_text()
+    end = pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem[:end])).hexdigest()
+
+
+def validate_pair(cert: Path, key: Path, names: list[str] | None = None) -> str | None:
+    """None when cert is a current certificate for key (and names), else what is wrong."""
+    try:
+        cert_pub = subprocess.run(["openssl", "x509", "-in", str(cert), "-pubkey", "-noout"],
+                                  capture_output=True, check=True).stdout
+        key_pub = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout"],
+                                 capture_output=True, check=True).stdout
+    except subprocess.CalledProcessError as exc:
+        return f"unreadable certificate or key ({exc.stderr.decode(errors='replace').strip()[:120]})"
+    if cert_pub != key_pub:
+        return f"{cert} does not belong to the key {key}"
+    if not_after(cert) < time.time():
+        return f"{cert} has expired"
+    missing = [n for n in names or [] if n not in cert_names(cert)]
+    if missing:
+        return f"{cert} does not name {', '.join(missing)}"
+    return None
+
+
+def content_hash(*files: Path) -> str:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def install(cert: Path, key: Path) -> None:
+    install_file(key, paths.TLS_KEY, "root", "root", 0o600)
+    install_file(cert, paths.TLS_CERT, "root", "root", 0o644)
+
+
+def write_ca_bundle(extra: str) -> None:
+    """Debian's CA certificates plus the operator's EXTRA_CA_FILE, for our helpers and Postfix."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
+    if extra:
+        try:
+            bundle += "\n" + Path(extra).read_text()
+        except OSError as exc:
+            raise FileNotFoundError(f"EXTRA_CA_FILE={extra} cannot be read: {exc.strerror}") from None
+    tmp = paths.CA_BUNDLE.with_suffix(".new")
+    tmp.write_text(bundle)
+    tmp.chmod(0o644)
+    tmp.replace(paths.CA_BUNDLE)
+
+
+def acme_ready() -> bool:
+    cert, key = ACME / "fullchain.pem", ACME / "privkey.pem"
+    return cert.is_file() and key.is_file() and validate_pair(cert, key) is None
 
 
 def prepare(settings: dict) -> str:
     """Put a usable certificate in place before any daemon starts; return its source."""
     mode, domain = settings["TLS_MODE"], settings["MAIL_DOMAIN"]
+    write_ca_bundle(settings["EXTRA_CA_FILE"])
     if mode == "external":
-        cert, key = EXTERNAL / "fullchain.pem", EXTERNAL / "privkey.pem"
+        cert, key = Path(settings["TLS_CERT_FILE"]), Path(settings["TLS_KEY_FILE"])
         if not (cert.is_file() and key.is_file()):
             raise FileNotFoundError(
-                f"TLS_MODE=external needs {cert} and {key} on the data volume")
-        install(EXTERNAL)
+                f"TLS_MODE=external needs TLS_CERT_FILE={cert} and TLS_KEY_FILE={key}")
+        problem = validate_pair(cert, key)
+        if problem:
+            raise ValueError(f"TLS_MODE=external: {problem}")
+        install(cert, key)
         return "external"
-    if mode == "acme" and (ACME / "fullchain.pem").is_file() and (ACME / "privkey.pem").is_file():
-        install(ACME)
+    if mode == "acme" and acme_ready():
+        install(ACME / "fullchain.pem", ACME / "privkey.pem")
         return "acme"
     make_self_signed(domain)
-    install(SELF_SIGNED)
+    install(SELF_SIGNED / "fullchain.pem", SELF_SIGNED / "privkey.pem")
     if mode == "acme":
         log.warning("no ACME certificate yet for %s: serving a self-signed certificate "
                     "until one is obtained", domain)

@@ -5,12 +5,15 @@
     relayctl dkim-record          the DKIM TXT record to publish
     relayctl health               the container health check
     relayctl expire               delete old mail and inactive accounts now
+    relayctl certs [--json]       the certificate: source, names, days left, what each port serves
+    relayctl certs renew [--force]  ask the ACME CA now (renewal normally runs on its own)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dkim-record", help="print the DKIM TXT record")
     sub.add_parser("health", help="run the health check")
     sub.add_parser("expire", help="delete old mail and inactive accounts now")
+    crt = sub.add_parser("certs", help="TLS certificate status, or renew it now")
+    crt.add_argument("action", nargs="?", choices=["status", "renew"], default="status")
+    crt.add_argument("--force", action="store_true", help="renew even when not due")
+    crt.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     if args.command == "status":
@@ -78,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return health.main(full=True)
     if args.command == "expire":
         return expire.main([])
+    if args.command == "certs":
+        from . import certwatch, settings
+        values = settings.load(os.environ)
+        if args.action == "renew":
+            return certwatch.renew(values, args.force)
+        info = certwatch.status(values)
+        print(json.dumps(info, indent=2) if args.json else
+              "\n".join(f"{k}: {v}" for k, v in info.items()))
+        return 0
     return 2
 
 

@@ -35,6 +35,7 @@ DIRS: tuple[Dir, ...] = (
     Dir(paths.ACCOUNTS, "relayauth", "relayauth", 0o700),
     Dir(paths.POSTFIX_QUEUE, "root", "root", 0o755),
     Dir(paths.TLS, "root", "root", 0o700),
+    Dir(paths.ACME_ACCOUNT, "relayacme", "relayacme", 0o700),
     Dir(paths.DKIM, "opendkim", "opendkim", 0o700),
     Dir(paths.STATE, "root", "root", 0o755),
 )
@@ -49,7 +50,7 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
     Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
     Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),
-    Dir(paths.ACME_CHALLENGES, "root", "root", 0o755),
+    Dir(paths.ACME_CHALLENGES, "relayacme", "relayacme", 0o755),
     # Postfix is a member of the opendkim group, to reach the milter socket.
     Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),
 )

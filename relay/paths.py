@@ -16,6 +16,7 @@ POSTFIX_QUEUE = DATA / "postfix"  # Postfix queue_directory
 TLS = DATA / "tls"                # certificate and key in use
 TLS_CERT = TLS / "fullchain.pem"
 TLS_KEY = TLS / "privkey.pem"
+ACME_ACCOUNT = DATA / "acme"      # ACME account key (only the relayacme user reads it)
 DKIM = DATA / "dkim"              # DKIM signing key
 STATE = DATA / "state"            # small state files of our helpers
 
@@ -32,6 +33,8 @@ MXDELIV_SOCKET = RUN / "mxdeliv" / "http.sock"            # nginx POST /mxdeliv 
 MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.mxdeliv -> Postfix (as port 25)
 MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.mxsend
 
+CA_BUNDLE = RUN / "ca-bundle.pem"  # Debian's CAs plus EXTRA_CA_FILE
+CERT_LOCK = RUN / "certs.lock"     # one certificate change at a time (loop or relayctl)
 ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serves on port 80
 OPENDKIM_RUN = Path("/run/opendkim")
 

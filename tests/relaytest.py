@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -132,6 +134,34 @@ class Relay:
         out = self.exec("sh", "-c", f"ls /data/mail/{address}/Maildir/new "
                                     f"/data/mail/{address}/Maildir/cur 2>/dev/null", check=False)
         return [line for line in out.stdout.split() if line and not line.endswith(":")]
+
+
+def served_der(relay, port: int, alpn: str | None = None, starttls: bool = False) -> bytes:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols([alpn])
+    if starttls:
+        with smtplib.SMTP("127.0.0.1", relay.port(port), timeout=10) as smtp:
+            smtp.starttls(context=ctx)
+            return smtp.sock.getpeercert(binary_form=True)
+    with socket.create_connection(("127.0.0.1", relay.port(port)), 10) as raw:
+        with ctx.wrap_socket(raw) as sock:
+            return sock.getpeercert(binary_form=True)
+
+
+def fingerprints(relay) -> dict[str, str]:
+    """sha256 of the certificate each TLS endpoint serves."""
+    return {
+        "25": hashlib.sha256(served_der(relay, 25, starttls=True)).hexdigest(),
+        "465": hashlib.sha256(served_der(relay, 465)).hexdigest(),
+        "587": hashlib.sha256(served_der(relay, 587, starttls=True)).hexdigest(),
+        "993": hashlib.sha256(served_der(relay, 993)).hexdigest(),
+        "443": hashlib.sha256(served_der(relay, 443)).hexdigest(),
+        "443-imap": hashlib.sha256(served_der(relay, 443, "imap")).hexdigest(),
+        "443-smtp": hashlib.sha256(served_der(relay, 443, "smtp")).hexdigest(),
+    }
 
 
 def securejoin_request(sender: str, recipient: str, marker: str = "") -> bytes:

@@ -45,9 +45,15 @@ def test_compose_up_is_healthy_and_logs_each_service(compose_project):
         return docker("inspect", "-f", "{{.State.Health.Status}}", container).stdout.strip() == "healthy"
 
     wait_for(healthy, 60, 0.5, "relay healthy after compose up")
-    logs = compose("logs", "--no-color").stdout
-    for program in ("syslog", "relay-auth", "relay-web", "opendkim", "dovecot", "postfix", "nginx"):
-        assert f"success: {program} entered RUNNING state" in logs, program
+    programs = ("syslog", "relay-auth", "relay-web", "relay-filter", "relay-expire", "relay-certs",
+                "opendkim", "dovecot", "postfix", "nginx")
+
+    def all_running_logged():
+        logs = compose("logs", "--no-color").stdout
+        missing = [p for p in programs if f"success: {p} entered RUNNING state" not in logs]
+        return logs if not missing else None
+
+    logs = wait_for(all_running_logged, 30, 0.5, "every program's RUNNING line in the log")
     assert "daemon started -- version 3.7" in logs          # Postfix
     assert "Dovecot v2.3" in logs
     assert "OpenDKIM Filter" in logs

@@ -98,6 +98,7 @@ def test_postfix_and_dovecot_configs_are_valid(host):
     ("/data/mail", "vmail", "vmail", 0o700),
     ("/data/tls", "root", "root", 0o700),
     ("/data/tls/privkey.pem", "root", "root", 0o600),
+    ("/data/acme", "relayacme", "relayacme", 0o700),
     ("/data/dkim", "opendkim", "opendkim", 0o700),
     ("/data/dkim/chatmail.private", "opendkim", "opendkim", 0o600),
     ("/data/postfix/maildrop", "postfix", "postdrop", 0o730),
