@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
 from . import logs, paths, settings as settings_mod
-from .filter import UnixSMTP
+from .unixsmtp import UnixSMTP
 
 log = logging.getLogger("relay-mxdeliv")
 

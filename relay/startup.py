@@ -44,6 +44,7 @@ def context(settings: dict, ipv6: bool) -> dict:
         filter_in_socket=str(paths.FILTER_IN_SOCKET),
         mxdeliv_socket=str(paths.MXDELIV_SOCKET),
         mxsend_socket=str(paths.MXSEND_SOCKET),
+        ca_bundle=str(paths.CA_BUNDLE),
         www=str(paths.WWW),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,
