@@ -247,10 +247,9 @@ def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
     where = f"{host} (smtp)"
     needs_utf8 = not (mail_from + "".join(recipients)).isascii()
     try:
-        with smtplib.SMTP(timeout=SMTP_TIMEOUT, local_hostname=helo) as smtp:
-            code, text = smtp.connect(host, 25)
-            if code != 220:
-                raise HostFailed(f"greeting {smtp_reply(code, text)}")
+        # Connecting in the constructor also makes STARTTLS check the certificate
+        # against ``host`` (smtplib keeps only the constructor's host for that).
+        with smtplib.SMTP(host, 25, timeout=SMTP_TIMEOUT, local_hostname=helo) as smtp:
             smtp.ehlo()
             if not smtp.has_extn("starttls"):
                 raise HostFailed("no STARTTLS offered")

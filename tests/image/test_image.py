@@ -46,7 +46,9 @@ def test_nginx_workers_unprivileged(host):
     assert workers and {p.user for p in workers} == {"www-data"}
 
 
-@pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb")])
+@pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb"),
+                                         ("relay.mxdeliv", "relaymxdeliv"),
+                                         ("relay.mxsend", "relaymxsend")])
 def test_our_helpers_run_as_their_own_users(host, module, user):
     procs = [p for p in host.process.filter(comm="python3") if f"-m {module}" in p.args]
     assert len(procs) == 1

@@ -1,0 +1,206 @@
+"""Federation on the test network: two relays, a classic mail server, real DNS and ACME.
+
+    relay-a.test  (our image, TLS_MODE=acme, certificate from pebble)
+    relay-b.test  (our image, the same)
+    classic.test  (Debian's Postfix; MX mail.classic.test; STARTTLS with a certificate
+                   of the test CA; one local mailbox, carol)
+
+NSD serves each domain's A, MX, SPF, DKIM, DMARC and MTA-STS records. The relays
+trust pebble's own CA and the root pebble issues from (fetched from its management
+API before they start), so they verify each other's certificates and the classic
+server's exactly as on the internet. Used by tests/federation/ and `make bench`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+import subprocess
+
+from relaytest import Relay, docker, wait_for
+from testnet import TestNet, build_tools_image
+
+A_DOMAIN, B_DOMAIN, CLASSIC_DOMAIN = "relay-a.test", "relay-b.test", "classic.test"
+CLASSIC_MX = f"mail.{CLASSIC_DOMAIN}"
+A_HOST, B_HOST, CLASSIC_HOST = 10, 11, 12
+CLASSIC_USER = "carol"
+CLASSIC_SELECTOR = "test"
+RELAY_ENV = {
+    "TLS_MODE": "acme",
+    "MAX_MESSAGE_SIZE": "2M",          # small, so the size refusals are cheap to test
+    "NEW_ACCOUNTS_PER_MINUTE": "6000",
+}
+
+CLASSIC_SETUP = """
+set -eu
+useradd -m {user}
+cp /usr/share/postfix/main.cf.debian /etc/postfix/main.cf
+postconf -e myhostname={mx} mydomain={domain} myorigin={domain} \
+  'mydestination={domain}, {mx}, localhost' inet_interfaces=all inet_protocols=ipv4 \
+  home_mailbox=Maildir/ alias_maps= alias_database= mynetworks=127.0.0.0/8 \
+  maillog_file=/dev/stdout compatibility_level=3.6 \
+  'smtpd_tls_chain_files=/certs/key.pem, /certs/cert.pem' smtpd_tls_security_level=may \
+  smtp_tls_security_level=may smtpd_tls_loglevel=1 smtp_tls_loglevel=1
+postconf -F '*/*/chroot = n'
+exec postfix start-fg
+"""
+
+
+def txt_strings(value: str) -> str:
+    """A TXT value as zone-file strings of at most 255 characters each."""
+    return " ".join(f'"{value[i:i + 250]}"' for i in range(0, len(value), 250))
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+class Federation:
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.net: TestNet | None = None
+        self.a: Relay | None = None
+        self.b: Relay | None = None
+        self.classic = ""
+        self.dkim_records: dict[str, str] = {}
+        self.classic_dkim_key = b""
+
+    # --- building it ------------------------------------------------------------------
+
+    def start(self) -> "Federation":
+        build_tools_image()
+        self.net = net = TestNet()
+        net.start_dns()
+        net.start_pebble()
+        # Relays verify each other against pebble's issuing root: one CA file with both.
+        ca = net.extra_ca_file
+        ca.write_text(ca.read_text() + net.pebble_roots())
+        self._start_classic()
+        self.a = net.relay(A_DOMAIN, A_HOST, dict(RELAY_ENV)).start()
+        self.b = net.relay(B_DOMAIN, B_HOST, dict(RELAY_ENV)).start()
+        for relay in (self.a, self.b):
+            relay.wait_healthy(180)
+            value = relay.exec("relayctl", "dkim-record").stdout
+            self.dkim_records[relay.domain] = re.search(r'"(v=DKIM1;[^"]+)"', value).group(1)
+            self.publish(relay.domain)
+        roots = net.pebble_roots()
+        for relay in (self.a, self.b):
+            wait_for(lambda: self.verified(relay, roots), 180, 1,
+                     f"{relay.domain} serving a pebble certificate on 443 and 25")
+        return self
+
+    def relay_records(self, domain: str, host: int, dkim_value: str) -> list[str]:
+        ip = self.net.ip(host)
+        return [f"{domain}. IN A {ip}", f"mta-sts.{domain}. IN CNAME {domain}.",
+                f"www.{domain}. IN CNAME {domain}.", f"{domain}. IN MX 10 {domain}.",
+                f'{domain}. IN TXT "v=spf1 a ~all"',
+                f"chatmail._domainkey.{domain}. IN TXT {txt_strings(dkim_value)}",
+                f'_dmarc.{domain}. IN TXT "v=DMARC1;p=reject;adkim=s;aspf=s"',
+                f'_mta-sts.{domain}. IN TXT "v=STSv1; id=1"']
+
+    def publish(self, domain: str, dkim_value: str | None = None) -> None:
+        """(Re)publish a relay's zone, with its own DKIM key unless told otherwise."""
+        host = A_HOST if domain == A_DOMAIN else B_HOST
+        self.net.set_zone(domain, self.relay_records(
+            domain, host, dkim_value or self.dkim_records[domain]))
+
+    def verified(self, relay: Relay, roots: str) -> bool:
+        """Port 443 and STARTTLS on 25 present a certificate that chains to pebble's root
+        and names the relay (smtplib would check 127.0.0.1: STARTTLS by hand)."""
+        import socket
+        import ssl
+        ctx = ssl.create_default_context(cadata=roots)
+        with socket.create_connection(("127.0.0.1", relay.port(443)), 10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=relay.domain):
+                pass
+        with socket.create_connection(("127.0.0.1", relay.port(25)), 10) as raw:
+            f = raw.makefile("rb")
+            f.readline()
+            raw.sendall(b"EHLO check.test\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            raw.sendall(b"STARTTLS\r\n")
+            f.readline()
+            with ctx.wrap_socket(raw, server_hostname=relay.domain):
+                pass
+        return True
+
+    def _start_classic(self) -> None:
+        net = self.net
+        certs = net.dir / "classic"
+        certs.mkdir()
+        ca = net.dir / "pebble"
+        # The certificate is issued by the test CA that the relays trust (EXTRA_CA_FILE).
+        openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={CLASSIC_MX}",
+                "-keyout", str(certs / "key.pem"), "-out", str(certs / "csr.pem"))
+        (certs / "ext.cnf").write_text(f"subjectAltName=DNS:{CLASSIC_MX}\n")
+        openssl("x509", "-req", "-in", str(certs / "csr.pem"), "-CA", str(ca / "ca.pem"),
+                "-CAkey", str(ca / "ca.key"), "-CAcreateserial", "-days", "2",
+                "-extfile", str(certs / "ext.cnf"), "-out", str(certs / "cert.pem"))
+        # The classic domain's DKIM key: the tests sign its mail with dkimpy.
+        openssl("genrsa", "-out", str(certs / "dkim.pem"), "2048")
+        self.classic_dkim_key = (certs / "dkim.pem").read_bytes()
+        der = subprocess.run(["openssl", "rsa", "-in", str(certs / "dkim.pem"), "-pubout",
+                              "-outform", "DER"], check=True, capture_output=True).stdout
+        for f in certs.iterdir():
+            f.chmod(0o644)
+        ip = net.ip(CLASSIC_HOST)
+        dkim_value = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+        net.set_zone(CLASSIC_DOMAIN, [
+            f"{CLASSIC_DOMAIN}. IN MX 10 {CLASSIC_MX}.", f"{CLASSIC_MX}. IN A {ip}",
+            f'{CLASSIC_DOMAIN}. IN TXT "v=spf1 mx ~all"',
+            f"{CLASSIC_SELECTOR}._domainkey.{CLASSIC_DOMAIN}. IN TXT {txt_strings(dkim_value)}",
+            f'_dmarc.{CLASSIC_DOMAIN}. IN TXT "v=DMARC1;p=none"'])
+        script = CLASSIC_SETUP.format(user=CLASSIC_USER, mx=CLASSIC_MX, domain=CLASSIC_DOMAIN)
+        self.classic = net.run("classic", CLASSIC_HOST, "-v", f"{certs}:/certs:ro",
+                               "--hostname", CLASSIC_MX, command=("sh", "-c", script))
+        wait_for(lambda: "daemon started" in self.classic_logs(), 60, 0.3,
+                 "the classic Postfix running")
+
+    def close(self) -> None:
+        if self.net is not None:
+            self.net.close()
+
+    # --- the classic server -----------------------------------------------------------
+
+    def classic_logs(self) -> str:
+        out = docker("logs", self.classic, check=False)
+        return out.stdout + out.stderr
+
+    def classic_send(self, sender: str, recipient: str, data: bytes) -> None:
+        """Hand a message to the classic server's sendmail; its Postfix delivers it."""
+        docker("exec", "-i", self.classic, "sh", "-c",
+               f"/usr/sbin/sendmail -i -f {shlex.quote(sender)} {shlex.quote(recipient)}",
+               input=data.decode())
+
+    def classic_messages(self) -> list[bytes]:
+        names = docker("exec", self.classic, "sh", "-c",
+                       f"ls /home/{CLASSIC_USER}/Maildir/new/ 2>/dev/null; true").stdout.split()
+        return [docker("exec", self.classic, "cat",
+                       f"/home/{CLASSIC_USER}/Maildir/new/{n}").stdout.encode() for n in names]
+
+    # --- DNS helpers for dkimpy ---------------------------------------------------------
+
+    def txt_lookup(self, name: bytes, timeout: float = 5) -> bytes | None:
+        answers = self.net.query(name.decode().rstrip("."), "TXT")
+        if not answers:
+            return None
+        return "".join(re.findall(r'"([^"]*)"', answers[0])).encode()
+
+
+def log_lines(relay: Relay, needle: str) -> list[str]:
+    return [line for line in relay.logs().splitlines() if needle in line]
+
+
+def wait_log(relay: Relay, pattern: str, timeout: float = 60, after: int = 0) -> list[str]:
+    """Log lines matching ``pattern`` (a regular expression), once more than ``after`` exist."""
+    rx = re.compile(pattern)
+
+    def found():
+        lines = [line for line in relay.logs().splitlines() if rx.search(line)]
+        return lines if len(lines) > after else None
+
+    return wait_for(found, timeout, 0.3, f"{relay.name} log /{pattern}/")
+
