@@ -190,6 +190,17 @@ class Federation:
         return "".join(re.findall(r'"([^"]*)"', answers[0])).encode()
 
 
+def existing_account(relay: Relay) -> dict:
+    """An account from /new that exists (its first IMAP login created it)."""
+    import imaplib
+    from relaytest import insecure_tls
+    answer = relay.new_account()
+    imap = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=30)
+    imap.login(answer["email"], answer["password"])
+    imap.logout()
+    return answer
+
+
 def log_lines(relay: Relay, needle: str) -> list[str]:
     return [line for line in relay.logs().splitlines() if needle in line]
 
@@ -204,3 +215,107 @@ def wait_log(relay: Relay, pattern: str, timeout: float = 60, after: int = 0) ->
 
     return wait_for(found, timeout, 0.3, f"{relay.name} log /{pattern}/")
 
+
+
+# --- messages the tests build -----------------------------------------------------------
+
+def vcard_key(vcard: str) -> bytes:
+    """The OpenPGP public key (binary) of a Delta Chat vCard."""
+    unfolded = re.sub(r"\r?\n[ \t]", "", vcard)
+    match = re.search(r"KEY:data:application/pgp-keys;base64\\?,([A-Za-z0-9+/=]+)", unfolded)
+    if not match:
+        raise ValueError("no key in the vCard")
+    return base64.b64decode(match.group(1))
+
+
+def gpg_encrypt(recipient_key: bytes, plaintext: bytes, sender: str) -> tuple[str, bytes]:
+    """Sign and encrypt ``plaintext`` with GnuPG, as a classic OpenPGP mail client would:
+    a fresh key for ``sender`` signs, the message is encrypted to ``recipient_key`` and the
+    sender's key. Returns (ASCII-armored message, the sender's public key for Autocrypt)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as home:
+        gpg = ["gpg", "--homedir", home, "--batch", "--no-tty", "--quiet", "--passphrase", ""]
+
+        def fingerprints() -> list[str]:
+            out = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True,
+                                 capture_output=True, text=True).stdout
+            return [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
+
+        subprocess.run([*gpg, "--quick-generate-key", f"<{sender}>", "ed25519", "sign", "never"],
+                       check=True, capture_output=True)
+        own = fingerprints()[0]
+        subprocess.run([*gpg, "--quick-add-key", own, "cv25519", "encr", "never"], check=True,
+                       capture_output=True)
+        sender_fprs = set(fingerprints())
+        public = subprocess.run([*gpg, "--export", own], check=True, capture_output=True).stdout
+        subprocess.run([*gpg, "--import"], input=recipient_key, check=True, capture_output=True)
+        theirs = next(f for f in fingerprints() if f not in sender_fprs)
+        armored = subprocess.run([*gpg, "--trust-model", "always", "--armor", "--sign", "--encrypt",
+                                  "--local-user", own, "--recipient", theirs, "--recipient", own],
+                                 input=plaintext, check=True, capture_output=True).stdout.decode()
+        return armored, public
+
+
+def autocrypt_header(address: str, public_key: bytes) -> str:
+    data = base64.b64encode(public_key).decode()
+    folded = "\r\n ".join(data[i:i + 72] for i in range(0, len(data), 72))
+    return f"Autocrypt: addr={address}; prefer-encrypt=mutual; keydata=\r\n {folded}"
+
+
+def openpgp_mime(sender: str, recipient: str, armored: str, marker: str,
+                 extra_headers: tuple[str, ...] = ()) -> bytes:
+    """An RFC 3156 message around ``armored`` (CRLF line ends)."""
+    import email.utils
+    lines = [*extra_headers, f"From: <{sender}>", f"To: <{recipient}>", "Subject: [...]",
+             f"Date: {email.utils.formatdate()}",
+             f"Message-ID: <{marker}@{sender.rpartition('@')[2]}>", "MIME-Version: 1.0",
+             'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted"; '
+             'boundary="enc-boundary"', "", "--enc-boundary",
+             "Content-Type: application/pgp-encrypted", "", "Version: 1", "", "--enc-boundary",
+             'Content-Type: application/octet-stream; name="encrypted.asc"', "",
+             *armored.strip().splitlines(), "", "--enc-boundary--", ""]
+    return "\r\n".join(lines).encode()
+
+
+def dkim_sign(data: bytes, domain: str, selector: str, key: bytes) -> bytes:
+    import dkim
+    headers = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version",
+               b"content-type"]
+    return dkim.sign(data, selector.encode(), domain.encode(), key,
+                     canonicalize=(b"relaxed", b"relaxed"), include_headers=headers) + data
+
+
+def post_mxdeliv(relay: Relay, body: bytes, mail_from: list[str], mail_to: list[str],
+                 length: int | None = None) -> tuple[int, dict, dict]:
+    """POST /mxdeliv to a relay's published port 443, as another relay would; returns
+    (status, response headers, JSON body or {})."""
+    import http.client
+    import json
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", relay.port(443), context=ctx, timeout=60)
+    try:
+        conn.putrequest("POST", "/mxdeliv", skip_host=True)
+        conn.putheader("Host", relay.domain)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(len(body) if length is None else length))
+        for value in mail_from:
+            conn.putheader("X-Mail-From", value)
+        for value in mail_to:
+            conn.putheader("X-Mail-To", value)
+        conn.endheaders()
+        try:
+            conn.send(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before the whole body was read: the answer is waiting
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = {}
+        return resp.status, dict(resp.getheaders()), payload
+    finally:
+        conn.close()
