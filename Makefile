@@ -10,7 +10,11 @@ VENV ?= .venv
 PYTEST ?= $(VENV)/bin/pytest
 export DOCKER IMAGE
 
-.PHONY: help base-image image up down logs status test test-unit venv clean docs bench
+ARM64_BASE ?= chatmail-base-arm64:bookworm-slim
+ARM64_IMAGE ?= chatmail-relay:arm64
+
+.PHONY: help base-image image up down logs status test test-unit venv clean docs bench \
+        image-arm64 test-arm64
 
 help:
 	@echo "make up          build what is missing and start the relay (.env, or a local test relay)"
@@ -26,6 +30,18 @@ base-image:
 
 image: base-image
 	$(DOCKER) build -f image/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg DOVECOT=$(DOVECOT) -t $(IMAGE) .
+
+# arm64 on an amd64 host through qemu-user-static and binfmt (apt-get install
+# qemu-user-static binfmt-support). Slow (the Dovecot builder stage compiles under
+# emulation); not part of `make test`.
+image-arm64:
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { echo "no arm64 emulation: apt-get install qemu-user-static binfmt-support"; exit 1; }
+	PULL_FROM=$(BASE_IMAGE) DOCKER=$(DOCKER) sh image/base/build-base.sh $(ARM64_BASE) arm64
+	$(DOCKER) build --cpu-shares 256 -f image/Dockerfile --build-arg BASE_IMAGE=$(ARM64_BASE) \
+	    --build-arg DOVECOT=$(DOVECOT) -t $(ARM64_IMAGE) .
+
+test-arm64: venv  ## the smoke tests against the arm64 image, under emulation
+	IMAGE=$(ARM64_IMAGE) SMOKE_TIMEOUT=600 $(PYTEST) tests/smoke
 
 up: image
 	@[ -f .env ] || echo "no .env: starting a local test relay from examples/local.env"

@@ -255,6 +255,8 @@ def main() -> int:
     if mode == "self-signed":
         log.info("TLS_MODE=self-signed: nothing to renew; checking what is served hourly")
     wait_for_daemons()
+    from . import doctor
+    doctor.startup_summary(values)
     external = ExternalWatch(values) if mode == "external" else None
     last_verify = 0.0
     while True:
@@ -278,6 +280,16 @@ if __name__ == "__main__":
 
 # --- for relayctl --------------------------------------------------------------
 
+def installed_source(values: dict) -> str:
+    """Which source's certificate is the one installed: acme, self-signed or external."""
+    installed = installed_fingerprint()
+    for name, chain in (("acme", certs.ACME / "fullchain.pem"),
+                        ("self-signed", certs.SELF_SIGNED / "fullchain.pem")):
+        if chain.exists() and certs.fingerprint(chain) == installed:
+            return name
+    return "external" if values["TLS_MODE"] == "external" else "unknown"
+
+
 def status(values: dict) -> dict:
     """The installed certificate, what each port serves, and the ACME state."""
     info: dict = {"mode": values["TLS_MODE"]}
@@ -286,9 +298,7 @@ def status(values: dict) -> dict:
         info.update(names=certs.cert_names(paths.TLS_CERT),
                     not_after=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end)),
                     days_left=int((end - time.time()) // 86400),
-                    source=("acme" if certs.acme_ready() and certs.fingerprint(
-                        certs.ACME / "fullchain.pem") == installed_fingerprint() else
-                        "external" if values["TLS_MODE"] == "external" else "self-signed"))
+                    source=installed_source(values))
     except (OSError, ValueError, subprocess.CalledProcessError) as exc:
         info["error"] = f"no readable certificate installed: {exc}"
     expected = installed_fingerprint()

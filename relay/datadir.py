@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import pwd
 import grp
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from . import paths
+
+
+log = logging.getLogger("relay.datadir")
 
 
 class LayoutError(RuntimeError):
@@ -73,6 +78,27 @@ def ensure_dir(d: Dir) -> None:
         os.chmod(d.path, d.mode)
 
 
+# Migrations: MIGRATIONS[n] turns a layout-n volume into layout n+1. Each step
+# is idempotent (a start interrupted halfway runs it again) and logged.
+def _from_unversioned() -> None:
+    """Layout 0: a volume without LAYOUT_VERSION, from before the file existed.
+    Its files are where layout 1 wants them; only owners and modes (fixed by
+    ensure_dir for the directories) may differ."""
+
+
+MIGRATIONS: dict[int, Callable[[], None]] = {0: _from_unversioned}
+
+
+def migrate(found: int, target: int = paths.LAYOUT_VERSION) -> list[int]:
+    """Run the migrations from layout `found` up to `target`; return the steps run."""
+    steps = []
+    for version in range(found, target):
+        log.info("migrating /data from layout %d to %d", version, version + 1)
+        MIGRATIONS[version]()
+        steps.append(version)
+    return steps
+
+
 def check_layout() -> int:
     """Return the layout version found on the volume (0 for a fresh volume)."""
     try:
@@ -89,9 +115,12 @@ def check_layout() -> int:
 
 
 def prepare() -> None:
-    check_layout()
+    found = check_layout()
     for d in DIRS + RUN_DIRS:
         ensure_dir(d)
+    fresh = found == 0 and not any(paths.ACCOUNTS.iterdir()) and not any(paths.MAIL.iterdir())
+    if not fresh:
+        migrate(found)
     tmp = paths.LAYOUT_VERSION_FILE.with_suffix(".tmp")
     tmp.write_text(f"{paths.LAYOUT_VERSION}\n")
     os.replace(tmp, paths.LAYOUT_VERSION_FILE)

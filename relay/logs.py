@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time, service, level, message."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                 + f".{int(record.msecs):03d}Z",
+                 "service": self.service, "level": record.levelname.lower(),
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def setup(name: str) -> logging.Logger:
     level = os.environ.get("LOG_LEVEL", "info").upper()
-    logging.basicConfig(
-        force=True,
-        stream=sys.stderr,
-        level=getattr(logging, level, logging.INFO),
-        format=f"{name}: %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("LOG_FORMAT", "text").strip().lower() == "json":
+        handler.setFormatter(JsonLines(name))
+    else:
+        handler.setFormatter(logging.Formatter(f"{name}: %(levelname)s %(message)s"))
+    logging.basicConfig(force=True, level=getattr(logging, level, logging.INFO),
+                        handlers=[handler])
     return logging.getLogger(name)

@@ -273,6 +273,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
             "one of debug, info, warning, error",
             "Verbosity of the relay's own helpers."),
+    Setting("LOG_FORMAT", "text", choice("text", "json"),
+            "one of text, json",
+            "Our helpers' log lines: `name: LEVEL message`, or one JSON object per line "
+            "(`ts`, `service`, `level`, `msg`). The daemons keep their own formats."),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

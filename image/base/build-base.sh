@@ -20,7 +20,11 @@ if [ "$($docker image inspect --format '{{.Architecture}}' "$image" 2>/dev/null)
     echo "base image $image ($arch) is present"
     exit 0
 fi
-if $docker pull --platform "$platform" "$image" >/dev/null 2>&1; then
+# PULL_FROM: the registry name when IMAGE is a local alias (e.g. the arm64 base
+# next to the native one: PULL_FROM=debian:bookworm-slim).
+pull=${PULL_FROM:-$image}
+if $docker pull --platform "$platform" "$pull" >/dev/null 2>&1; then
+    [ "$pull" = "$image" ] || $docker tag "$pull" "$image"
     echo "base image $image ($arch) pulled"
     exit 0
 fi

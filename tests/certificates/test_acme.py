@@ -5,6 +5,9 @@ connection, and a CA that is down when the relay starts."""
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import tempfile
 import socket
 import ssl
 import threading
@@ -43,6 +46,22 @@ def verified_handshake(relay, port: int, roots: str, alpn: str | None = None) ->
             return hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
 
 
+def s_client_fingerprint(relay, port: int, roots: str) -> str:
+    """What `openssl s_client` sees (verified against pebble's root), as a sha256 hex."""
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as ca:
+        ca.write(roots)
+        ca.flush()
+        shown = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{relay.port(port)}",
+             "-servername", relay.domain, "-CAfile", ca.name, "-verify_return_error",
+             "-verify_hostname", relay.domain], input="", capture_output=True, text=True,
+            timeout=20)
+    assert "Verify return code: 0 (ok)" in shown.stdout, shown.stdout[-500:]
+    der = subprocess.run(["openssl", "x509", "-outform", "DER"], input=shown.stdout.encode(),
+                         capture_output=True, check=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
 def one_new_certificate(relay, old: str) -> str | None:
     """The fingerprint every port serves, when it is the same everywhere and not `old`."""
     served = set(fingerprints(relay).values())
@@ -66,6 +85,8 @@ def test_obtains_a_certificate_and_a_forced_renewal_replaces_it_without_failures
         assert f"DNS:{name}" in issued
     assert relay.exec("stat", "-c", "%U %a", "/data/acme/account.key").stdout.split() == [
         "relayacme", "600"]
+    certs = json.loads(relay.exec("relayctl", "certs", "--json").stdout)
+    assert certs["source"] == "acme" and set(certs["served"].values()) == {"ok"}, certs
     started = relay.state()["StartedAt"]
 
     # Clients that trust pebble's root keep connecting while the certificate is swapped.
@@ -100,6 +121,7 @@ def test_obtains_a_certificate_and_a_forced_renewal_replaces_it_without_failures
     assert results["ok"] > 20
     for port in (465, 993, 443):
         assert verified_handshake(relay, port, roots) == new
+        assert s_client_fingerprint(relay, port, roots) == new
     state = relay.state()
     assert state["StartedAt"] == started and state["Running"]  # never restarted
     assert "every port now serves the new certificate" in relay.logs()

@@ -89,3 +89,21 @@ def test_every_setting_is_documented():
         assert s.doc and s.accepted, s.name
         if s.default is not None:
             s.parse(s.default)  # every default passes its own check
+
+
+def test_json_log_lines(monkeypatch, capsys):
+    import json as jsonlib
+    import logging
+
+    from relay import logs
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    log = logs.setup("relay-test")
+    log.info("delivered %d messages", 3)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    entry = jsonlib.loads(line)
+    assert entry["service"] == "relay-test" and entry["level"] == "info"
+    assert entry["msg"] == "delivered 3 messages" and entry["ts"].endswith("Z")
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    logs.setup("relay-test").warning("plain")
+    assert capsys.readouterr().err.strip().endswith("relay-test: WARNING plain")
+    logging.getLogger().handlers.clear()
