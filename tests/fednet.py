@@ -14,6 +14,7 @@ server's exactly as on the internet. Used by tests/federation/ and `make bench`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import shlex
 import subprocess
@@ -163,6 +164,19 @@ class Federation:
         if self.net is not None:
             self.net.close()
 
+    @contextlib.contextmanager
+    def https_down(self):
+        """Both relays without port 443 (nginx stopped); port 25 stays up."""
+        for relay in (self.a, self.b):
+            docker("exec", relay.name, "supervisorctl", "stop", "nginx")
+        try:
+            yield
+        finally:
+            for relay in (self.a, self.b):
+                docker("exec", relay.name, "supervisorctl", "start", "nginx", check=False)
+            for relay in (self.a, self.b):
+                relay.wait_healthy(60)
+
     # --- the classic server -----------------------------------------------------------
 
     def classic_logs(self) -> str:
@@ -188,6 +202,21 @@ class Federation:
         if not answers:
             return None
         return "".join(re.findall(r'"([^"]*)"', answers[0])).encode()
+
+
+def dc_account(dc, relay: Relay):
+    """A Delta Chat profile with an account from the relay's /new. The relays' certificates
+    come from pebble, which the core does not trust: it accepts them without checks
+    (TESTING.md); relay-to-relay traffic is verified."""
+    answer = relay.new_account()
+    account = dc.add_account()
+    account.add_or_update_transport({
+        "addr": answer["email"], "password": answer["password"],
+        "imapServer": "127.0.0.1", "imapPort": relay.port(993), "imapSecurity": "ssl",
+        "smtpServer": "127.0.0.1", "smtpPort": relay.port(465), "smtpSecurity": "ssl",
+        "certificateChecks": "acceptInvalidCertificates"})
+    account.bring_online()
+    return account
 
 
 def existing_account(relay: Relay) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from deltachat_rpc_client import DeltaChat, Rpc
 
-from fednet import Federation
+from fednet import Federation, dc_account
 
 
 @pytest.fixture(scope="session")
@@ -33,21 +33,6 @@ def fed_dc(tmp_path_factory):
     accounts_dir = tmp_path_factory.mktemp("fed-dc") / "accounts"  # must not exist yet
     with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
         yield DeltaChat(rpc)
-
-
-def dc_account(dc, relay):
-    """A Delta Chat profile with an account from the relay's /new. The relays' certificates
-    come from pebble, which the core does not trust: it accepts them without checks
-    (TESTING.md); relay-to-relay traffic is verified."""
-    answer = relay.new_account()
-    account = dc.add_account()
-    account.add_or_update_transport({
-        "addr": answer["email"], "password": answer["password"],
-        "imapServer": "127.0.0.1", "imapPort": relay.port(993), "imapSecurity": "ssl",
-        "smtpServer": "127.0.0.1", "smtpPort": relay.port(465), "smtpSecurity": "ssl",
-        "certificateChecks": "acceptInvalidCertificates"})
-    account.bring_online()
-    return account
 
 
 @pytest.fixture

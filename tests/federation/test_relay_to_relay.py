@@ -4,13 +4,12 @@ the sending relay's Postfix logs the reply of relay.mxsend, which names the path
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 import pytest
 
 from fednet import A_HOST, B_HOST, wait_log
-from relaytest import docker, wait_for
+from relaytest import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,26 +73,12 @@ def test_group_spanning_both_relays(fed, make_account):
         sent_line(fed.b, addr(member), "https", fed.a.domain)
 
 
-@contextlib.contextmanager
-def https_down(fed):
-    """Both relays without port 443 (nginx stopped); port 25 stays up."""
-    for relay in (fed.a, fed.b):
-        docker("exec", relay.name, "supervisorctl", "stop", "nginx")
-    try:
-        yield
-    finally:
-        for relay in (fed.a, fed.b):
-            docker("exec", relay.name, "supervisorctl", "start", "nginx", check=False)
-        for relay in (fed.a, fed.b):
-            relay.wait_healthy(60)
-
-
 def test_without_https_the_chat_goes_over_smtp_with_tls(fed, make_account):
     # Accounts come from /new on 443, so they are made before it goes down.
     alice, bob = make_account(fed.a), make_account(fed.b)
     alice_chat, bob_chat = alice.create_chat(bob), bob.create_chat(alice)
     a_ip, b_ip = fed.net.ip(A_HOST), fed.net.ip(B_HOST)
-    with https_down(fed):
+    with fed.https_down():
         b_tls, a_tls = len(tls_lines(fed.b, a_ip)), len(tls_lines(fed.a, b_ip))
         alice_chat.send_text("hello bob, via smtp")
         receive(bob, "hello bob, via smtp")
