@@ -65,7 +65,7 @@ class Federation:
         self.a: Relay | None = None
         self.b: Relay | None = None
         self.classic = ""
-        self.dkim_records: dict[str, str] = {}
+        self.zone_lines: dict[str, list[str]] = {}
         self.classic_dkim_key = b""
 
     # --- building it ------------------------------------------------------------------
@@ -83,29 +83,28 @@ class Federation:
         self.b = net.relay(B_DOMAIN, B_HOST, dict(RELAY_ENV)).start()
         for relay in (self.a, self.b):
             relay.wait_healthy(180)
-            value = relay.exec("relayctl", "dkim-record").stdout
-            self.dkim_records[relay.domain] = re.search(r'"(v=DKIM1;[^"]+)"', value).group(1)
+            # Publish exactly what the relay asks for (relayctl dns), then let it check.
+            zone = relay.exec("relayctl", "dns").stdout
+            self.zone_lines[relay.domain] = [line for line in zone.splitlines()
+                                             if line.strip() and not line.startswith(";")]
             self.publish(relay.domain)
+        for relay in (self.a, self.b):
+            check = relay.exec("relayctl", "dns", "--check", check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
         roots = net.pebble_roots()
         for relay in (self.a, self.b):
             wait_for(lambda: self.verified(relay, roots), 180, 1,
                      f"{relay.domain} serving a pebble certificate on 443 and 25")
         return self
 
-    def relay_records(self, domain: str, host: int, dkim_value: str) -> list[str]:
-        ip = self.net.ip(host)
-        return [f"{domain}. IN A {ip}", f"mta-sts.{domain}. IN CNAME {domain}.",
-                f"www.{domain}. IN CNAME {domain}.", f"{domain}. IN MX 10 {domain}.",
-                f'{domain}. IN TXT "v=spf1 a ~all"',
-                f"chatmail._domainkey.{domain}. IN TXT {txt_strings(dkim_value)}",
-                f'_dmarc.{domain}. IN TXT "v=DMARC1;p=reject;adkim=s;aspf=s"',
-                f'_mta-sts.{domain}. IN TXT "v=STSv1; id=1"']
-
     def publish(self, domain: str, dkim_value: str | None = None) -> None:
-        """(Re)publish a relay's zone, with its own DKIM key unless told otherwise."""
-        host = A_HOST if domain == A_DOMAIN else B_HOST
-        self.net.set_zone(domain, self.relay_records(
-            domain, host, dkim_value or self.dkim_records[domain]))
+        """(Re)publish a relay's zone as `relayctl dns` printed it; with ``dkim_value``,
+        another DKIM key in place of the relay's own."""
+        lines = self.zone_lines[domain]
+        if dkim_value is not None:
+            lines = [f"chatmail._domainkey.{domain}. 3600 IN TXT {txt_strings(dkim_value)}"
+                     if "._domainkey." in line else line for line in lines]
+        self.net.set_zone(domain, lines)
 
     def verified(self, relay: Relay, roots: str) -> bool:
         """Port 443 and STARTTLS on 25 present a certificate that chains to pebble's root
