@@ -34,6 +34,7 @@ import random
 import re
 import smtplib
 import ssl
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ HTTPS_ANSWER_TIMEOUT = 120.0   # the receiver checks DKIM and queues before it a
 SMTP_TIMEOUT = 60.0
 DNS_LIFETIME = 10.0
 MAX_HOSTS = 3                  # MX hosts tried per attempt; Postfix retries later
+DOMAIN_BUDGET = 600.0          # no further host after this long (lmtp_data_done_timeout: 1200 s)
 SIZE_MARGIN = 64 * 1024
 MARKER = "X-Mxdeliv"
 
@@ -311,7 +313,10 @@ class Sender:
             log.info("%s: not delivered: %s", domain, exc.reply)
             return {r: exc.reply for r in recipients}
         last = "no MX host"
+        deadline = time.monotonic() + DOMAIN_BUDGET
         for host in dest.hosts:
+            if time.monotonic() > deadline:
+                break
             try:
                 status, marked, body = self.post(host, self.tls.get(dest.verify, "http/1.1"),
                                                  mail_from, recipients, data)
