@@ -9,6 +9,8 @@ Everything runs against a fresh container of the real image on loopback ports:
 * SMTP submission -> IMAP IDLE "EXISTS" latency with plain protocol clients;
 * Delta Chat end-to-end latency (send_text until the recipient's IncomingMsg event);
 * account creation: POST /new plus the first login, p50;
+* one expiry pass (relay.expire) over 100,000 stored messages, in-process on
+  a temporary directory laid out like /data;
 * throughput: encrypted messages a second accepted and delivered with 8
   concurrent senders, and the container's peak memory meanwhile;
 * the Delta Chat end-to-end latency once more, in the same run, against the
@@ -40,14 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from relay import policy  # noqa: E402
+from relay import expire, policy, settings as relay_settings  # noqa: E402
 from relaytest import (IMAGE, Relay, docker, insecure_tls, securejoin_request,  # noqa: E402
                        submit)
 
 RESULTS = ROOT / "bench" / "results.json"
 COMPARATOR = os.environ.get("COMPARATOR_IMAGE", "chatmail-relay:stock")
 BENCH_ENV = {"TLS_MODE": "self-signed", "NEW_ACCOUNTS_PER_MINUTE": "6000",
-             "MAX_USER_SEND_PER_MINUTE": "100000", "MAX_USER_SEND_BURST": "100000"}
+             "MAX_USER_SEND_PER_MINUTE": "100000", "MAX_USER_SEND_BURST": "100000",
+             # never the real notification gateway: a closed port inside the container
+             "PUSH_GATEWAY_URL": "https://127.0.0.1:9/notify"}
 CORPUS = ROOT / "tests" / "corpus"
 
 
@@ -244,6 +248,42 @@ def federation_latency(rounds: int = 30) -> dict:
         fed.close()
 
 
+def expiry_pass(messages: int = 100_000, accounts: int = 100) -> dict:
+    """Time relay.expire's pass over ``messages`` small files in ``accounts`` mailboxes:
+    once with a tenth of them old enough to go, once more with nothing to delete."""
+    settings = relay_settings.load({"MAIL_DOMAIN": "bench.example.org"})
+    now = time.time()
+    per_account = messages // accounts
+    with tempfile.TemporaryDirectory(prefix="relay-bench-expire-") as tmp:
+        accounts_root, mail_root = Path(tmp) / "accounts", Path(tmp) / "mail"
+        accounts_root.mkdir()
+        started = time.monotonic()
+        for a in range(accounts):
+            address = f"user{a:05d}@bench.example.org"
+            (accounts_root / address).write_text("{SHA512-CRYPT}$6$x$y\n")
+            maildir = mail_root / address / "Maildir"
+            for sub in ("new", "cur", "tmp"):
+                (maildir / sub).mkdir(parents=True)
+            for i in range(per_account):
+                path = maildir / ("cur" if i % 2 else "new") / f"{i}.bench:2,"
+                path.write_bytes(b"x" * 200)
+                if i % 10 == 0:  # a tenth is 21 days old
+                    old = now - 21 * 86400
+                    os.utime(path, (old, old))
+        created = time.monotonic() - started
+        started = time.monotonic()
+        first = expire.run_once(settings, now, accounts_root, mail_root, Path(tmp) / "tokens")
+        first_s = time.monotonic() - started
+        started = time.monotonic()
+        second = expire.run_once(settings, now, accounts_root, mail_root, Path(tmp) / "tokens")
+        second_s = time.monotonic() - started
+    total = per_account * accounts
+    return {"messages": total, "accounts": accounts, "setup_s": round(created, 2),
+            "pass_s": round(first_s, 3), "deleted": first.messages_deleted,
+            "second_pass_s": round(second_s, 3), "kept": second.messages_kept,
+            "us_per_message": round(second_s / total * 1e6, 2)}
+
+
 def throughput(relay: Relay, senders: int = 8, per_sender: int = 50) -> dict:
     """Encrypted messages (a real gpg-made corpus message) from `senders` accounts at once."""
     template = (CORPUS / "enc_two_pkesk.eml").read_text()
@@ -338,6 +378,7 @@ def main() -> int:
         return 0
     results: dict = {"image": IMAGE, "machine": {"arch": platform.machine(), "cpus": os.cpu_count()},
                      "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results["expiry_pass"] = expiry_pass()
     relay = Relay({"MAIL_DOMAIN": "_bench.example.test", **BENCH_ENV}, name="relay-bench")
     try:
         results["healthy_after_run_s"] = {"fresh_volume": round(time_to_healthy(relay), 2)}
@@ -368,6 +409,10 @@ def main() -> int:
     print(f"{'idle memory (whole container)':40} {results['idle_memory_bytes'] / mib:.0f} MiB")
     for key, value in results["healthy_after_run_s"].items():
         print(f"{'docker run -> healthy, ' + key.replace('_', ' '):40} {value} s")
+    e = results["expiry_pass"]
+    print(f"{'expiry pass over ' + str(e['messages']) + ' messages':40} {e['pass_s']} s "
+          f"({e['deleted']} deleted); again {e['second_pass_s']} s, "
+          f"{e['us_per_message']} us per message")
     for key, value in results["filter"].items():
         print(f"{'filter ' + key:40} {value}")
     t = results["throughput"]

@@ -41,6 +41,13 @@ def queue_size() -> int:
     return sum(1 for line in out.splitlines() if line.strip())
 
 
+def count_files(directory) -> int:
+    try:
+        return sum(1 for e in os.scandir(directory) if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
 def dkim_published(values: dict) -> str:
     """ok, missing, wrong or error: the DKIM TXT record as the resolver sees it."""
     from . import dnsrecords
@@ -72,6 +79,8 @@ def status() -> dict:
         "accounts": accounts.count(),
         "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
         "queue": queue_size(),
+        "push_accounts": count_files(paths.PUSH_TOKENS),   # accounts with device tokens
+        "push_pending": count_files(paths.PUSH_QUEUE),     # notifications not yet accepted
         "disk_free_bytes": system.free_disk(paths.DATA),
         "certificate": certificate_summary(values),
         "dkim_record_published": dkim_published(values),

@@ -43,6 +43,9 @@ DIRS: tuple[Dir, ...] = (
     Dir(paths.ACME_ACCOUNT, "relayacme", "relayacme", 0o700),
     Dir(paths.DKIM, "opendkim", "opendkim", 0o700),
     Dir(paths.STATE, "root", "root", 0o755),
+    Dir(paths.PUSH, "relaypush", "relaypush", 0o700),
+    Dir(paths.PUSH_TOKENS, "relaypush", "relaypush", 0o700),
+    Dir(paths.PUSH_QUEUE, "relaypush", "relaypush", 0o700),
 )
 
 RUN_DIRS: tuple[Dir, ...] = (
@@ -55,6 +58,9 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
     Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
     Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),
+    # Dovecot's imap and lmtp processes run as vmail.
+    Dir(paths.METADATA_SOCKET.parent, "relaypush", "vmail", 0o750),
+    Dir(paths.COTURN_RUN, "turnserver", "turnserver", 0o750),
     Dir(paths.ACME_CHALLENGES, "relayacme", "relayacme", 0o755),
     # Postfix is a member of the opendkim group, to reach the milter socket.
     Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),

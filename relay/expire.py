@@ -5,7 +5,7 @@
 * every message older than DELETE_MAILS_AFTER days, and messages larger than
   200 kB older than DELETE_LARGE_AFTER days (a Maildir file's mtime is its
   delivery time);
-* mailboxes whose account no longer exists;
+* mailboxes and push-token files whose account no longer exists;
 * when a mailbox holds more than 75 % of MAILBOX_QUOTA, its oldest messages
   (never one younger than 24 hours) until it holds at most 70 %, so that it
   never runs full and clients never see quota warnings.
@@ -51,6 +51,7 @@ class Report:
     messages_deleted: int = 0
     messages_kept: int = 0
     quota_deleted: int = 0
+    token_files_deleted: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -109,7 +110,7 @@ def expire_messages(home: Path, now: float, max_age: float, large_age: float,
 
 
 def run_once(settings: dict, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
-             mail_root: Path = paths.MAIL) -> Report:
+             mail_root: Path = paths.MAIL, tokens_root: Path = paths.PUSH_TOKENS) -> Report:
     now = time.time() if now is None else now
     report = Report()
     inactive = settings["DELETE_INACTIVE_USERS_AFTER"] * DAY
@@ -156,6 +157,22 @@ def run_once(settings: dict, now: float | None = None, accounts_root: Path = pat
             continue
         expire_messages(Path(home.path), now, settings["DELETE_MAILS_AFTER"] * DAY,
                         settings["DELETE_LARGE_AFTER"] * DAY, settings["MAILBOX_QUOTA"], report)
+
+    # Push tokens are stored only by a logged-in user, so a token file without an
+    # account belongs to an account deleted now or earlier.
+    try:
+        token_files = list(os.scandir(tokens_root))
+    except FileNotFoundError:
+        token_files = []
+    for entry in token_files:
+        if entry.name.startswith(".") or entry.name in live or \
+                (accounts_root / entry.name).exists():
+            continue
+        try:
+            os.unlink(entry.path)
+            report.token_files_deleted += 1
+        except FileNotFoundError:
+            pass
     return report
 
 
@@ -168,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         started = time.monotonic()
         report = run_once(settings)
-        log.info("deleted %d inactive accounts, %d mailboxes, %d old messages, %d messages "
-                 "over quota; %d messages kept (%.2f s)", report.accounts_deleted,
-                 report.mailboxes_deleted, report.messages_deleted, report.quota_deleted,
-                 report.messages_kept, time.monotonic() - started)
+        log.info("deleted %d inactive accounts, %d mailboxes, %d push-token files, %d old "
+                 "messages, %d messages over quota; %d messages kept (%.2f s)",
+                 report.accounts_deleted, report.mailboxes_deleted, report.token_files_deleted,
+                 report.messages_deleted, report.quota_deleted, report.messages_kept,
+                 time.monotonic() - started)
         for error in report.errors:
             log.error("could not delete %s", error)
         if not args.loop:

@@ -19,6 +19,10 @@ TLS_KEY = TLS / "privkey.pem"
 ACME_ACCOUNT = DATA / "acme"      # ACME account key (only the relayacme user reads it)
 DKIM = DATA / "dkim"              # DKIM signing key
 STATE = DATA / "state"            # small state files of our helpers
+PUSH = DATA / "push"              # relay.metadata's own directory
+PUSH_TOKENS = PUSH / "tokens"     # one file per account: its devices' push tokens
+PUSH_QUEUE = PUSH / "queue"       # notifications not yet accepted by the gateway
+TURN_SECRET = STATE / "turn-secret"  # shared secret of coturn and relay.metadata
 
 RUN = Path("/run/relay")          # sockets of our helpers
 AUTH_DICT_SOCKET = RUN / "auth-dovecot" / "dict.sock"      # Dovecot passdb/userdb -> relay.auth
@@ -32,6 +36,8 @@ NOCREATE_FLAG = STATE / "account-creation-off"            # set by `relayctl acc
 MXDELIV_SOCKET = RUN / "mxdeliv" / "http.sock"            # nginx POST /mxdeliv -> relay.mxdeliv
 MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.mxdeliv -> Postfix (as port 25)
 MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.mxsend
+METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.metadata
+COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 
 CA_BUNDLE = RUN / "ca-bundle.pem"  # Debian's CAs plus EXTRA_CA_FILE
 CERT_LOCK = RUN / "certs.lock"     # one certificate change at a time (loop or relayctl)

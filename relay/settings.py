@@ -169,6 +169,27 @@ def ip_list(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def http_url_or_empty(text: str) -> str:
+    return http_url(text) if text.strip() else ""
+
+
+def port_range(low: int, high: int, most: int) -> Callable[[str], tuple[int, int]]:
+    """Two port numbers joined by '-': ``49152-49171``."""
+
+    def parse(text: str) -> tuple[int, int]:
+        match = re.match(r"^(\d+)-(\d+)$", text.strip())
+        if not match:
+            raise ValueError("not a range like 49152-49171")
+        first, last = int(match.group(1)), int(match.group(2))
+        if not low <= first <= last <= high:
+            raise ValueError(f"ports must lie within {low}-{high}, the first not above the last")
+        if last - first + 1 > most:
+            raise ValueError(f"more than {most} ports")
+        return first, last
+
+    return parse
+
+
 def email_or_empty(text: str) -> str:
     value = text.strip()
     if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
@@ -270,6 +291,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DELETE_INACTIVE_USERS_AFTER", "90", integer(1, 36500),
             "a whole number of days from 1 to 36500",
             "Accounts that have not logged in for this many days are deleted with all their mail."),
+    Setting("PUSH_GATEWAY_URL", "https://notifications.delta.chat/notify", http_url,
+            "an http(s) URL",
+            "Where new-mail notifications for registered devices are POSTed (the device token "
+            "is the body). The certificate is checked against Debian's CAs and EXTRA_CA_FILE."),
+    Setting("IROH_RELAY_URL", "", http_url_or_empty,
+            "an http(s) URL, or empty",
+            "A realtime (iroh) relay offered to clients in the `irohrelay` metadata entry; "
+            "empty: none is offered."),
+    Setting("TURN", "on", boolean,
+            "on or off (also true/false, yes/no, 1/0)",
+            "Whether the built-in TURN server (coturn, port 3478 UDP and TCP) runs and clients "
+            "get time-limited credentials for calls in the `turn` metadata entry."),
+    Setting("TURN_RELAY_PORTS", "49152-49171", port_range(1024, 65535, 1000),
+            "two port numbers from 1024 to 65535 joined by '-', at most 1000 ports",
+            "UDP ports the TURN server relays calls through; `compose.yaml` publishes the same "
+            "range. Each call through the relay needs one or two of them."),
     Setting("LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
             "one of debug, info, warning, error",
             "Verbosity of the relay's own helpers."),

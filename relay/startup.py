@@ -7,13 +7,15 @@ template rendered -> Postfix queue checked. Each step is idempotent.
 from __future__ import annotations
 
 import base64
+import ipaddress
+import grp
 import logging
 import os
 import pwd
 import secrets
 import subprocess
 
-from . import certs, datadir, dkim, paths, render, system
+from . import certs, datadir, dkim, paths, render, system, turn
 from .web import dcaccount_url, qr_text
 
 log = logging.getLogger("chatmail")
@@ -24,7 +26,18 @@ def qr_png(text: str) -> bytes:
                           check=True, capture_output=True).stdout
 
 
-def context(settings: dict, ipv6: bool) -> dict:
+def turn_external_ips(addresses: tuple[str, ...]) -> list[str]:
+    """The public address coturn tells clients to send to (behind published ports it only
+    knows the container's): the first IPv4 one, else the first IPv6 one. coturn 4.6
+    accepts a single external-ip."""
+    for version in (4, 6):
+        for address in addresses:
+            if ipaddress.ip_address(address).version == version:
+                return [address]
+    return []
+
+
+def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
     """Everything the templates may use: each setting in lower case, plus derived values."""
     ctx = {name.lower(): value for name, value in settings.items()}
     domain = settings["MAIL_DOMAIN"]
@@ -53,6 +66,11 @@ def context(settings: dict, ipv6: bool) -> dict:
         max_smtp_per_ip=max(1, settings["MAX_SMTP_CONNECTIONS"] // 5),
         mailbox_quota_mib=settings["MAILBOX_QUOTA"] // (1024 * 1024),
         dcaccount_url=dcaccount_url(settings),
+        metadata_socket=str(paths.METADATA_SOCKET),
+        coturn_run=str(paths.COTURN_RUN),
+        turn_secret=turn_secret,
+        turn_realm=domain.strip("[]"),
+        turn_external_ips=turn_external_ips(settings["PUBLIC_ADDRESSES"]),
         supervisor_password=secrets.token_urlsafe(24),
         qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
     )
@@ -66,8 +84,11 @@ def prepare(settings: dict) -> dict:
     ipv6 = system.ipv6_available()
     log.info("domain %s, TLS certificate: %s, IPv6 %s", settings["MAIL_DOMAIN"], source,
              "available" if ipv6 else "not available: listening on IPv4 only")
-    ctx = context(settings, ipv6)
+    secret = turn.ensure_secret(paths.TURN_SECRET)
+    ctx = context(settings, ipv6, secret)
     render.render_all(ctx)
     os.chmod("/etc/supervisor/supervisord.conf", 0o600)  # holds the control password
+    os.chown("/etc/turnserver.conf", 0, grp.getgrnam("turnserver").gr_gid)
+    os.chmod("/etc/turnserver.conf", 0o640)  # holds the TURN secret
     subprocess.run(["/usr/sbin/postfix", "check"], check=True)
     return ctx

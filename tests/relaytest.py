@@ -190,3 +190,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- IMAP METADATA (RFC 5464), which imaplib does not know ---------------------------
+
+def imap_login(relay: Relay, account: dict):
+    import imaplib
+    for command in ("GETMETADATA", "SETMETADATA"):
+        imaplib.Commands.setdefault(command, ("AUTH", "SELECTED"))
+    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=30)
+    im.login(account["email"], account["password"])
+    return im
+
+
+def get_metadata(im, mailbox: str, *entries: str) -> dict[str, str | None]:
+    """GETMETADATA: entry -> value (None for NIL)."""
+    import re
+    typ, data = im._simple_command("GETMETADATA", mailbox, "(" + " ".join(entries) + ")")
+    assert typ == "OK", data
+    parts = im.untagged_responses.pop("METADATA", [])
+    # imaplib hands literals over as (text before, literal) tuples; NIL values stay in text.
+    values: dict[str, str | None] = {}
+    for part in parts:
+        text = (part[0] if isinstance(part, tuple) else part).decode()
+        for entry, quoted, nil in re.findall(r'(/[^\s()]+) (?:"([^"]*)"|(NIL))', text):
+            values[entry] = None if nil else quoted
+        if isinstance(part, tuple):
+            values[re.findall(r"(/\S+) \{\d+\}$", text)[-1]] = part[1].decode()
+    return values
+
+
+def set_device_token(im, token: str, mailbox: str = "INBOX") -> tuple[str, list]:
+    """SETMETADATA as Delta Chat sends it: the token as a non-synchronizing literal."""
+    tag = im._new_tag().decode()
+    im.send(f'{tag} SETMETADATA "{mailbox}" (/private/devicetoken {{{len(token)}+}}\r\n'
+            f"{token})\r\n".encode())
+    while True:
+        line = im.readline().decode()
+        if line.startswith(tag):
+            status, _, text = line[len(tag) + 1:].partition(" ")
+            return status, [text.strip()]

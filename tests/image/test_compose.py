@@ -46,7 +46,7 @@ def test_compose_up_is_healthy_and_logs_each_service(compose_project):
 
     wait_for(healthy, 60, 0.5, "relay healthy after compose up")
     programs = ("syslog", "relay-auth", "relay-web", "relay-filter", "relay-expire", "relay-certs",
-                "opendkim", "dovecot", "postfix", "nginx")
+                "relay-metadata", "opendkim", "coturn", "dovecot", "postfix", "nginx")
 
     def all_running_logged():
         logs = compose("logs", "--no-color").stdout
@@ -62,3 +62,5 @@ def test_compose_up_is_healthy_and_logs_each_service(compose_project):
     assert mounts == [f"{name}-data"]
     ports = docker("port", container).stdout
     assert "0.0.0.0" not in ports and "127.0.0.77:25" in ports
+    assert "3478/udp -> 127.0.0.77:3478" in ports and "3478/tcp -> 127.0.0.77:3478" in ports
+    assert "49152/udp -> 127.0.0.77:49152" in ports and "49171/udp -> 127.0.0.77:49171" in ports

@@ -11,7 +11,7 @@ def host(relay):
 
 @pytest.mark.parametrize("package", [
     "postfix", "dovecot-imapd", "dovecot-lmtpd", "nginx", "opendkim", "supervisor",
-    "python3-jinja2", "python3-aiosmtpd", "acme-tiny", "qrencode",
+    "python3-jinja2", "python3-aiosmtpd", "acme-tiny", "qrencode", "coturn",
 ])
 def test_debian_packages_installed(host, package):
     assert host.package(package).is_installed
@@ -26,6 +26,7 @@ def test_debian_packages_installed(host, package):
     ("imap-login", "dovenull"),
     ("auth", "dovecot"),         # the auth process and its workers
     ("opendkim", "opendkim"),
+    ("turnserver", "turnserver"),
 ])
 def test_daemons_run_as_expected_user(host, command, user):
     procs = host.process.filter(comm=command)
@@ -48,7 +49,8 @@ def test_nginx_workers_unprivileged(host):
 
 @pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb"),
                                          ("relay.mxdeliv", "relaymxdeliv"),
-                                         ("relay.mxsend", "relaymxsend")])
+                                         ("relay.mxsend", "relaymxsend"),
+                                         ("relay.metadata", "relaypush")])
 def test_our_helpers_run_as_their_own_users(host, module, user):
     procs = [p for p in host.process.filter(comm="python3") if f"-m {module}" in p.args]
     assert len(procs) == 1
@@ -61,14 +63,14 @@ def test_public_ports_listen(host, port):
 
 
 def test_no_unexpected_public_listeners(host):
-    """Only the six public ports listen on a non-loopback address."""
+    """Only the six public ports and TURN listen on a non-loopback address."""
     public = set()
     for spec in host.socket.get_listening_sockets():
         if spec.startswith("tcp://"):
             address, port = spec[len("tcp://"):].rsplit(":", 1)
             if address not in ("127.0.0.1", "::1"):
                 public.add(int(port))
-    assert public == {25, 80, 443, 465, 587, 993}
+    assert public == {25, 80, 443, 465, 587, 993, 3478}
 
 
 def test_settings_reach_rendered_configs(host):
@@ -105,6 +107,10 @@ def test_postfix_and_dovecot_configs_are_valid(host):
     ("/data/dkim/chatmail.private", "opendkim", "opendkim", 0o600),
     ("/data/postfix/maildrop", "postfix", "postdrop", 0o730),
     ("/data/postfix/active", "postfix", "root", 0o700),
+    ("/data/push", "relaypush", "relaypush", 0o700),
+    ("/data/push/tokens", "relaypush", "relaypush", 0o700),
+    ("/data/push/queue", "relaypush", "relaypush", 0o700),
+    ("/data/state/turn-secret", "relaypush", "relaypush", 0o600),
 ])
 def test_data_owners_and_modes(host, path, user, group, mode):
     f = host.file(path)

@@ -37,7 +37,8 @@ def test_bad_setting_stops_start_with_one_line(image_exists, env, variable):
 def test_external_mode_without_files_says_what_is_missing(image_exists):
     result = run_with({"MAIL_DOMAIN": "chat.example.org", "TLS_MODE": "external"})
     assert result.returncode != 0
-    assert "TLS_MODE=external needs /data/tls/external/fullchain.pem" in result.stderr
+    assert ("TLS_MODE=external needs TLS_CERT_FILE=/data/tls/external/fullchain.pem and "
+            "TLS_KEY_FILE=/data/tls/external/privkey.pem") in result.stderr
 
 
 @pytest.fixture

@@ -139,3 +139,16 @@ def test_under_75_percent_nothing_is_removed(tree):
     settings = {**SETTINGS, "MAILBOX_QUOTA": 10 * mib, "DELETE_LARGE_AFTER": 10}
     account("alice@chat.example.org", 1, [("cur", 5, mib) for _ in range(7)])
     assert expire.run_once(settings, NOW, accounts, mail).quota_deleted == 0
+
+
+def test_push_tokens_go_with_their_account(tree, tmp_path):
+    accounts, mail, account = tree
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    account("active@chat.example.org", 1)
+    account("gone@chat.example.org", 90.1)
+    for name in ("active@chat.example.org", "gone@chat.example.org", "orphan@chat.example.org"):
+        (tokens / name).write_text(f"{int(NOW)} openpgp:abc\n")
+    report = expire.run_once(SETTINGS, NOW, accounts, mail, tokens)
+    assert sorted(p.name for p in tokens.iterdir()) == ["active@chat.example.org"]
+    assert report.token_files_deleted == 2

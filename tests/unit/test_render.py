@@ -38,3 +38,24 @@ def test_undefined_variable_is_an_error(tmp_path, context):
     del context["mail_domain"]
     with pytest.raises(Exception, match="mail_domain"):
         render.render_all(context, root=tmp_path)
+
+
+def test_turn_config_has_one_external_address_and_the_relay_range(tmp_path, monkeypatch):
+    monkeypatch.setattr(startup.pwd, "getpwnam", lambda name: type("pw", (), {"pw_uid": 205}))
+    monkeypatch.setattr(startup, "qr_png", lambda text: b"\x89PNG")
+    values = settings.load({"MAIL_DOMAIN": "chat.example.org", "TURN_RELAY_PORTS": "50000-50009",
+                            "PUBLIC_ADDRESSES": "2001:db8::5, 203.0.113.5, 203.0.113.6"})
+    render.render_all(startup.context(values, ipv6=False, turn_secret="s3cret"), root=tmp_path)
+    conf = (tmp_path / "etc/turnserver.conf").read_text().splitlines()
+    assert [line for line in conf if line.startswith("external-ip")] == ["external-ip=203.0.113.5"]
+    assert {"min-port=50000", "max-port=50009", "total-quota=10", "realm=chat.example.org",
+            "static-auth-secret=s3cret", "use-auth-secret"} <= set(conf)
+    assert "denied-peer-ip=10.0.0.0-10.255.255.255" in conf
+    dovecot = (tmp_path / "etc/dovecot/dovecot.conf").read_text()
+    assert "imap_capability = +XCHATMAIL XDELTAPUSH" in dovecot
+    assert "mail_server_admin" not in dovecot  # no ADMIN_EMAIL
+    supervisor = (tmp_path / "etc/supervisor/supervisord.conf").read_text()
+    assert "[program:coturn]" in supervisor and "[program:relay-metadata]" in supervisor
+    off = settings.load({"MAIL_DOMAIN": "chat.example.org", "TURN": "off"})
+    render.render_all(startup.context(off, ipv6=False), root=tmp_path)
+    assert "[program:coturn]" not in (tmp_path / "etc/supervisor/supervisord.conf").read_text()

@@ -91,6 +91,35 @@ def test_every_setting_is_documented():
             s.parse(s.default)  # every default passes its own check
 
 
+def test_push_and_turn_defaults():
+    v = load(BASE)
+    assert v["PUSH_GATEWAY_URL"] == "https://notifications.delta.chat/notify"
+    assert v["IROH_RELAY_URL"] == ""
+    assert v["TURN"] is True
+    assert v["TURN_RELAY_PORTS"] == (49152, 49171)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("PUSH_GATEWAY_URL", "notifications.delta.chat/notify"),
+    ("PUSH_GATEWAY_URL", "ftp://example.org/"),
+    ("IROH_RELAY_URL", "iroh.example.org"),
+    ("TURN", "maybe"),
+    ("TURN_RELAY_PORTS", "49152"),
+    ("TURN_RELAY_PORTS", "49171-49152"),
+    ("TURN_RELAY_PORTS", "80-90"),
+    ("TURN_RELAY_PORTS", "40000-41000"),
+    ("TURN_RELAY_PORTS", "60000-70000"),
+])
+def test_bad_push_and_turn_values_name_the_variable(name, value):
+    with pytest.raises(SettingError) as err:
+        load({**BASE, name: value})
+    assert str(err.value).startswith(f"{name}=")
+
+
+def test_turn_relay_ports_accepts_a_range():
+    assert load({**BASE, "TURN_RELAY_PORTS": " 50000-50000 "})["TURN_RELAY_PORTS"] == (50000, 50000)
+
+
 def test_json_log_lines(monkeypatch, capsys):
     import json as jsonlib
     import logging
