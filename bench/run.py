@@ -15,7 +15,10 @@ Everything runs against a fresh container of the real image on loopback ports:
   concurrent senders, and the container's peak memory meanwhile;
 * the Delta Chat end-to-end latency once more, in the same run, against the
   comparator image (same Dockerfile, Debian's stock Dovecot: `make image
-  DOVECOT=stock IMAGE=chatmail-relay:stock`), so the ratio is read side by side.
+  DOVECOT=stock IMAGE=chatmail-relay:stock`), so the ratio is read side by side;
+* federation: Delta Chat end to end from relay-a.test to relay-b.test (A sends, B's
+  client receives) on the test network of tests/fednet.py (real DNS, ACME, DKIM), over
+  HTTPS /mxdeliv and over SMTP with 443 down (`bench/run.py --federation-only`: just this).
 
 Not part of `make test`: numbers are reported, never asserted.
 """
@@ -161,12 +164,39 @@ def incoming_texts(account) -> "queue.Queue[str]":
     return texts
 
 
+def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float = 1.0) -> dict:
+    """send_text by alice until bob's IncomingMsg event, per message, messages `pace`
+    seconds apart, as in a conversation. Sent back to back, the sending client's own rate
+    limiter holds each message for up to a second before its SMTP submission (the core
+    logs "smtp got rate limited"), which measures the client, not the relay."""
+    texts = incoming_texts(bob)
+    chat = alice.create_chat(bob)
+    latencies, missed = [], 0
+    for i in range(rounds + 1):  # the first message is a warm-up, not measured
+        time.sleep(pace)
+        started = time.monotonic()
+        chat.send_text(f"message {i}")
+        deadline = started + timeout
+        while True:
+            try:
+                text = texts.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                missed += 1
+                break
+            if text == f"message {i}":
+                if i:
+                    latencies.append(time.monotonic() - started)
+                break
+        if missed > 5:
+            break  # something is wrong: report it rather than wait for ever
+    result = percentiles(latencies) if latencies else {"n": 0}
+    result["pace_s"] = pace
+    result["missed_within_%ds" % timeout] = missed
+    return result
+
+
 def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10,
                       pace: float = 1.0) -> dict:
-    """Messages `pace` seconds apart, as in a conversation. Sent back to back, the
-    sending client's own rate limiter holds each message for up to a second before
-    its SMTP submission (the core logs "smtp got rate limited"), which measures the
-    client, not the relay."""
     from deltachat_rpc_client import DeltaChat, Rpc
 
     server = str(Path(sys.executable).parent / "deltachat-rpc-server")
@@ -179,33 +209,43 @@ def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10,
             acct.add_transport_from_qr(relay.dclogin_for_here(relay.new_account()))
             acct.bring_online()
             accounts.append(acct)
-        alice, bob = accounts
-        texts = incoming_texts(bob)
-        chat = alice.create_chat(bob)
-        latencies, missed = [], 0
-        for i in range(rounds + 1):  # the first message is a warm-up, not measured
-            time.sleep(pace)
-            started = time.monotonic()
-            chat.send_text(f"message {i}")
-            deadline = started + timeout
-            while True:
-                try:
-                    text = texts.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    missed += 1
-                    break
-                if text == f"message {i}":
-                    if i:
-                        latencies.append(time.monotonic() - started)
-                    break
-            if missed > 5:
-                break  # something is wrong: report it rather than wait for ever
+        result = chat_latency(*accounts, rounds=rounds, timeout=timeout, pace=pace)
         for acct in accounts:
             acct.stop_io()
-    result = percentiles(latencies) if latencies else {"n": 0}
-    result["pace_s"] = pace
-    result["missed_within_%ds" % timeout] = missed
     return result
+
+
+def federation_latency(rounds: int = 30) -> dict:
+    """Delta Chat end to end across the federation of tests/fednet.py (relay-a.test sends,
+    relay-b.test's client receives; real DNS, ACME certificates, DKIM): over HTTPS
+    /mxdeliv, and over SMTP with STARTTLS while both relays' port 443 is down."""
+    from deltachat_rpc_client import DeltaChat, Rpc
+    from fednet import Federation, dc_account
+
+    fed = Federation()
+    server = str(Path(sys.executable).parent / "deltachat-rpc-server")
+    try:
+        started = time.monotonic()
+        fed.start()
+        result: dict = {"network_up_s": round(time.monotonic() - started, 1)}
+        with tempfile.TemporaryDirectory() as tmp, \
+                Rpc(accounts_dir=os.path.join(tmp, "a"), rpc_server_path=server) as rpc:
+            dc = DeltaChat(rpc)
+            pairs = [(dc_account(dc, fed.a), dc_account(dc, fed.b)) for _ in range(2)]
+            result["https"] = chat_latency(*pairs[0], rounds=rounds)
+            with fed.https_down():
+                result["smtp"] = chat_latency(*pairs[1], rounds=rounds)
+            logs = fed.a.logs()
+            result["https_deliveries_logged"] = logs.count("delivered via https to relay-b.test")
+            result["smtp_deliveries_logged"] = logs.count("delivered via smtp to relay-b.test")
+            for pair in pairs:
+                for acct in pair:
+                    acct.stop_io()
+        return result
+    except Exception as exc:  # report it, keep the other measurements
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        fed.close()
 
 
 def expiry_pass(messages: int = 100_000, accounts: int = 100) -> dict:
@@ -310,7 +350,32 @@ def comparator_latency() -> dict:
         stock.remove()
 
 
+def print_latency(key: str, r: dict) -> None:
+    if not r.get("n"):
+        print(f"{key.replace('_', ' '):40} no measurement: {r}")
+        return
+    extra = "".join(f", {k} {v}" for k, v in r.items() if k.startswith("missed"))
+    print(f"{key.replace('_', ' '):40} p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
+          f"p99 {r['p99_ms']} ms (n={r['n']}{extra})")
+
+
+def print_federation(fed: dict) -> None:
+    if "error" in fed:
+        print(f"{'federation':40} no measurement: {fed['error']}")
+        return
+    for path in ("https", "smtp"):
+        print_latency(f"federation A->B Delta Chat, {path}", fed[path])
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--federation-only"]:
+        # Only the federation figures, merged into an existing results.json.
+        fed = federation_latency()
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results["federation_end_to_end"] = fed
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print_federation(fed)
+        return 0
     results: dict = {"image": IMAGE, "machine": {"arch": platform.machine(), "cpus": os.cpu_count()},
                      "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results["expiry_pass"] = expiry_pass()
@@ -330,6 +395,7 @@ def main() -> int:
     finally:
         relay.remove()
     results["deltachat_end_to_end_stock_dovecot"] = comparator_latency()
+    results["federation_end_to_end"] = federation_latency()
     ours = results["deltachat_end_to_end"].get("p50_ms")
     stock = results["deltachat_end_to_end_stock_dovecot"].get("p50_ms")
     if ours and stock:
@@ -355,13 +421,8 @@ def main() -> int:
     print(f"{'peak memory under that load':40} {t['peak_memory_bytes'] / mib:.0f} MiB")
     for key in ("account_creation", "smtp_to_imap_idle", "deltachat_end_to_end",
                 "deltachat_end_to_end_stock_dovecot"):
-        r = results[key]
-        if not r.get("n"):
-            print(f"{key.replace('_', ' '):40} no measurement: {r}")
-            continue
-        extra = "".join(f", {k} {v}" for k, v in r.items() if k.startswith("missed"))
-        print(f"{key.replace('_', ' '):40} p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
-              f"p99 {r['p99_ms']} ms (n={r['n']}{extra})")
+        print_latency(key, results[key])
+    print_federation(results["federation_end_to_end"])
     if "stock_over_ours_p50" in results:
         print(f"{'stock Dovecot p50 / ours p50':40} {results['stock_over_ours_p50']}x")
     print(f"written to {RESULTS.relative_to(ROOT)}")

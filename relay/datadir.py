@@ -56,6 +56,8 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.ACCOUNTS_MAP_SOCKET.parent, "relayauth", "postfix", 0o750),
     Dir(paths.WEB_SOCKET.parent, "relayweb", "www-data", 0o750),
     Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
+    Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
+    Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),
     # Dovecot's imap and lmtp processes run as vmail.
     Dir(paths.METADATA_SOCKET.parent, "relaypush", "vmail", 0o750),
     Dir(paths.COTURN_RUN, "turnserver", "turnserver", 0o750),

@@ -21,32 +21,18 @@ import asyncio
 import logging
 import os
 import smtplib
-import socket
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from . import dkimcheck, headers, logs, paths, policy, settings as settings_mod
 from .ratelimit import TokenBucket
+from .unixsmtp import UnixSMTP
 
 log = logging.getLogger("relay-filter")
 
 RATE_LIMITED = "450 4.7.1 Too many messages: slow down and try again in a minute"
 REINJECT_TIMEOUT = 60
-
-
-class UnixSMTP(smtplib.SMTP):
-    """smtplib over a UNIX socket (Postfix's reinjection services)."""
-
-    def __init__(self, path: Path, timeout: float = REINJECT_TIMEOUT) -> None:
-        self._path = str(path)
-        super().__init__(timeout=timeout)
-
-    def _get_socket(self, host, port, timeout):  # noqa: ANN001 (smtplib's signature)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        sock.connect(self._path)
-        return sock
 
 
 def reinject(path: Path, envelope: Envelope, data: bytes) -> str:

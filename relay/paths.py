@@ -33,6 +33,9 @@ FILTER_IN_SOCKET = RUN / "filter" / "incoming.sock"       # Postfix 25 -> relay.
 REINJECT_OUT = POSTFIX_QUEUE / "public" / "reinject-out"  # relay.filter -> Postfix (signs, queues)
 REINJECT_IN = POSTFIX_QUEUE / "public" / "reinject-in"    # relay.filter -> Postfix (queues)
 NOCREATE_FLAG = STATE / "account-creation-off"            # set by `relayctl accounts off`
+MXDELIV_SOCKET = RUN / "mxdeliv" / "http.sock"            # nginx POST /mxdeliv -> relay.mxdeliv
+MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.mxdeliv -> Postfix (as port 25)
+MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.mxsend
 METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.metadata
 COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 

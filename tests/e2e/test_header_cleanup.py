@@ -2,7 +2,7 @@
 
 import smtplib
 
-from relaytest import securejoin_request, submit, wait_for
+from relaytest import insecure_tls, securejoin_request, submit, wait_for
 
 REVEALING = (b"Received: from laptop.home (192-0-2-7.isp.example [192.0.2.7])\r\n"
              b"X-Originating-IP: [192.0.2.7]\r\n"
@@ -44,6 +44,8 @@ def test_incoming_mail_loses_trace_and_authentication_headers(relay):
              b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.example; s=x; h=from; bh=AA; b=AA\r\n"
              b"Authentication-Results: mx.sender.example; dkim=pass\r\n")
     with smtplib.SMTP("127.0.0.1", relay.port(25), timeout=30) as s:
+        s.ehlo("mx.sender.example")
+        s.starttls(context=insecure_tls())  # required on port 25
         s.ehlo("mx.sender.example")
         s.sendmail(sender, [bob["email"]], extra + securejoin_request(sender, bob["email"]))
     names, head = delivered(relay, bob["email"])

@@ -48,6 +48,8 @@ def test_nginx_workers_unprivileged(host):
 
 
 @pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb"),
+                                         ("relay.mxdeliv", "relaymxdeliv"),
+                                         ("relay.mxsend", "relaymxsend"),
                                          ("relay.metadata", "relaypush")])
 def test_our_helpers_run_as_their_own_users(host, module, user):
     procs = [p for p in host.process.filter(comm="python3") if f"-m {module}" in p.args]

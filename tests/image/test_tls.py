@@ -91,3 +91,14 @@ def test_starttls_offered(relay, port):
         s.ehlo("test.example")
         assert s.has_extn("starttls")
         assert not s.has_extn("auth"), "no AUTH before TLS"
+
+
+def test_port_25_requires_starttls(relay):
+    """Other servers must use STARTTLS on port 25 (SPEC §6): no mail before it."""
+    with smtplib.SMTP("127.0.0.1", relay.port(25), timeout=10) as s:
+        s.ehlo("test.example")
+        code, text = s.mail("someone@sender.example")
+        assert code == 530 and b"STARTTLS" in text
+        s.starttls(context=insecure_tls())
+        s.ehlo("test.example")
+        assert s.mail("someone@sender.example")[0] == 250
