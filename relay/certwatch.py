@@ -255,8 +255,8 @@ def main() -> int:
     if mode == "self-signed":
         log.info("TLS_MODE=self-signed: nothing to renew; checking what is served hourly")
     wait_for_daemons()
-    from . import doctor
-    doctor.startup_summary(values)
+    # In a process of its own, so the DNS library it loads does not stay resident here.
+    subprocess.run([sys.executable, "-m", "relay.doctor", "--startup"], timeout=120, check=False)
     external = ExternalWatch(values) if mode == "external" else None
     last_verify = 0.0
     while True:

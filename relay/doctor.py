@@ -204,18 +204,6 @@ def run_checks(values: dict, port25_hosts: list[str] | None, clock_url: str | No
     return checks
 
 
-def startup_summary(values: dict) -> None:
-    """The start-up summary in the log (called by relay.certwatch once the daemons listen)."""
-    clock = values["ACME_DIRECTORY_URL"] if values["TLS_MODE"] == "acme" else None
-    try:
-        checks = run_checks(values, None, clock)
-    except Exception as exc:  # a summary must never stop the certificate work
-        print(f"relay-doctor: checks failed to run: {exc}", file=sys.stderr, flush=True)
-        return
-    for c in checks:
-        print(f"relay-doctor: {c.line()}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="relayctl doctor")
     parser.add_argument("--json", action="store_true")

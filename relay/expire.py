@@ -16,7 +16,8 @@ Dovecot or Postfix wait for. Runs as root (it removes files of two users) and
 never follows a symbolic link.
 
     python3 -m relay.expire          one pass now (also: relayctl expire)
-    python3 -m relay.expire --loop   a pass every hour, as supervisord runs it
+    python3 -m relay.expire --loop   a pass every hour (supervisord runs one pass an hour
+                                     from a shell loop instead, to keep no Python resident)
 """
 
 from __future__ import annotations
