@@ -18,6 +18,12 @@ from .web import dcaccount_url, qr_text
 
 log = logging.getLogger("chatmail")
 
+# The TLS 1.2 cipher suites every daemon offers (TLS 1.3's suites are all strong):
+# forward secrecy and authenticated encryption only, never anonymous. No RC4, 3DES,
+# NULL, EXPORT, static RSA or CBC suites; Delta Chat, browsers and mail servers
+# that speak TLS 1.2 all have these.
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
 
 def qr_png(text: str) -> bytes:
     return subprocess.run(["qrencode", "-t", "PNG", "-s", "8", "-m", "2", "-o", "-", text],
@@ -33,6 +39,7 @@ def context(settings: dict, ipv6: bool) -> dict:
         mx_hostname=domain if not domain.startswith("[") else "localhost",
         tls_cert=str(paths.TLS_CERT),
         tls_key=str(paths.TLS_KEY),
+        tls_ciphers=TLS_CIPHERS,
         auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
         accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
         web_socket=str(paths.WEB_SOCKET),
