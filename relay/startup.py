@@ -12,6 +12,7 @@ import os
 import pwd
 import secrets
 import subprocess
+import sys
 
 from . import certs, datadir, dkim, paths, render, system
 from .web import dcaccount_url, qr_text
@@ -50,6 +51,9 @@ def context(settings: dict, ipv6: bool) -> dict:
         proxied_https_port=8443,
         filter_in_socket=str(paths.FILTER_IN_SOCKET),
         www=str(paths.WWW),
+        postfix_data_dir=str(paths.POSTFIX_DATA),
+        dovecot_state_dir=str(paths.DOVECOT_STATE),
+        nginx_temp_dir=str(paths.NGINX_TEMP),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,
         dkim_key=str(dkim.KEY),
@@ -71,7 +75,23 @@ def prepare(settings: dict) -> dict:
     log.info("domain %s, TLS certificate: %s, IPv6 %s", settings["MAIL_DOMAIN"], source,
              "available" if ipv6 else "not available: listening on IPv4 only")
     ctx = context(settings, ipv6)
-    render.render_all(ctx)
-    os.chmod("/etc/supervisor/supervisord.conf", 0o600)  # holds the control password
-    subprocess.run(["/usr/sbin/postfix", "check"], check=True)
+    render.render_all(ctx, root=paths.RENDERED)
+    os.chmod(paths.RENDERED / "etc/supervisor/supervisord.conf", 0o600)  # the control password
+    check_postfix()
     return ctx
+
+
+def check_postfix() -> None:
+    """``postfix check``: configuration, queue directories, queue repair after a crash.
+
+    Its warnings that our configuration files are symbolic links out of
+    /etc/postfix (into the rendered files on /run) are expected and left out.
+    As the check just ran, ``postfix start-fg`` is told to skip its own copy.
+    """
+    result = subprocess.run(["/usr/sbin/postfix", "check"], capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        if "symlink leaves directory: /etc/postfix/./" not in line:
+            print(line, file=sys.stderr, flush=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"postfix check failed with exit status {result.returncode}")
+    (paths.POSTFIX_QUEUE / "quick-start").touch()
