@@ -38,3 +38,17 @@ def test_undefined_variable_is_an_error(tmp_path, context):
     del context["mail_domain"]
     with pytest.raises(Exception, match="mail_domain"):
         render.render_all(context, root=tmp_path)
+
+
+def test_image_links_every_rendered_path_into_run(tmp_path, context):
+    """At build time each mirrored path becomes a link to the file start-up renders."""
+    root, rendered = tmp_path / "root", tmp_path / "run"
+    (root / "etc/postfix").mkdir(parents=True)
+    (root / "etc/postfix/master.cf").write_text("from the package\n")
+    links = render.link_all(rendered=rendered, root=root)
+    render.render_all(context, root=rendered)
+    assert root / "etc/postfix/master.cf" in links
+    for link in links:
+        assert link.is_symlink() and link.resolve().is_file(), link
+    assert "message_size_limit" in (root / "etc/postfix/main.cf").read_text()
+    assert "from the package" not in (root / "etc/postfix/master.cf").read_text()
