@@ -64,6 +64,10 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.ACME_CHALLENGES, "relayacme", "relayacme", 0o755),
     # Postfix is a member of the opendkim group, to reach the milter socket.
     Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),
+    Dir(paths.RENDERED, "root", "root", 0o755),
+    Dir(paths.POSTFIX_DATA, "postfix", "postfix", 0o700),
+    Dir(paths.DOVECOT_STATE, "root", "root", 0o755),
+    Dir(paths.NGINX_TEMP, "root", "root", 0o755),
 )
 
 

@@ -42,6 +42,13 @@ COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 CA_BUNDLE = RUN / "ca-bundle.pem"  # Debian's CAs plus EXTRA_CA_FILE
 CERT_LOCK = RUN / "certs.lock"     # one certificate change at a time (loop or relayctl)
 ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serves on port 80
+
+# The root filesystem may be read-only (compose.yaml): whatever the daemons write
+# outside /data goes below /run, which is a tmpfs there.
+RENDERED = Path("/run/chatmail/config")  # rendered templates; /etc/... are symlinks into it
+POSTFIX_DATA = Path("/run/postfix")      # Postfix data_directory (lock, TLS session cache)
+DOVECOT_STATE = Path("/run/dovecot-state")  # Dovecot state_dir
+NGINX_TEMP = Path("/run/nginx")          # nginx's temporary files (request bodies)
 OPENDKIM_RUN = Path("/run/opendkim")
 
 WWW = Path("/var/www/chatmail")   # rendered web pages

@@ -3,6 +3,11 @@
 ``config/etc/postfix/main.cf.j2`` becomes ``/etc/postfix/main.cf``; files
 without the ``.j2`` suffix are copied as they are. Undefined variables are
 errors (StrictUndefined), so a typo in a template stops the start.
+
+At start-up the files are written below ``paths.RENDERED`` (on /run), and the
+image has a symbolic link at each mirrored path (``/etc/postfix/main.cf`` ->
+``/run/chatmail/config/etc/postfix/main.cf``, made by :func:`link_all` when the
+image is built), so the root filesystem can stay read-only.
 """
 
 from __future__ import annotations
@@ -50,3 +55,26 @@ def render_all(context: dict[str, Any], root: Path = Path("/"),
         os.replace(tmp, target)
         written.append(target)
     return written
+
+
+def link_all(rendered: Path = paths.RENDERED, root: Path = Path("/"),
+             templates: Path = paths.CONFIG_TEMPLATES) -> list[Path]:
+    """Point every path a template mirrors at its rendered file (run at image build)."""
+    linked = []
+    for name in template_names(templates):
+        target = name[:-3] if name.endswith(".j2") else name
+        link = root / target
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(rendered / target)
+        linked.append(link)
+    return linked
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--link"]:
+        sys.exit("usage: python3 -m relay.render --link")
+    for link in link_all():
+        print(f"{link} -> {os.readlink(link)}")

@@ -14,11 +14,18 @@ import os
 import pwd
 import secrets
 import subprocess
+import sys
 
 from . import certs, datadir, dkim, paths, render, system, turn
 from .web import dcaccount_url, qr_text
 
 log = logging.getLogger("chatmail")
+
+# The TLS 1.2 cipher suites every daemon offers (TLS 1.3's suites are all strong):
+# forward secrecy and authenticated encryption only, never anonymous. No RC4, 3DES,
+# NULL, EXPORT, static RSA or CBC suites; Delta Chat, browsers and mail servers
+# that speak TLS 1.2 all have these.
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
 
 
 def qr_png(text: str) -> bytes:
@@ -46,6 +53,7 @@ def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
         mx_hostname=domain if not domain.startswith("[") else "localhost",
         tls_cert=str(paths.TLS_CERT),
         tls_key=str(paths.TLS_KEY),
+        tls_ciphers=TLS_CIPHERS,
         auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
         accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
         web_socket=str(paths.WEB_SOCKET),
@@ -59,6 +67,9 @@ def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
         mxsend_socket=str(paths.MXSEND_SOCKET),
         ca_bundle=str(paths.CA_BUNDLE),
         www=str(paths.WWW),
+        postfix_data_dir=str(paths.POSTFIX_DATA),
+        dovecot_state_dir=str(paths.DOVECOT_STATE),
+        nginx_temp_dir=str(paths.NGINX_TEMP),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,
         dkim_key=str(dkim.KEY),
@@ -86,9 +97,26 @@ def prepare(settings: dict) -> dict:
              "available" if ipv6 else "not available: listening on IPv4 only")
     secret = turn.ensure_secret(paths.TURN_SECRET)
     ctx = context(settings, ipv6, secret)
-    render.render_all(ctx)
-    os.chmod("/etc/supervisor/supervisord.conf", 0o600)  # holds the control password
-    os.chown("/etc/turnserver.conf", 0, grp.getgrnam("turnserver").gr_gid)
-    os.chmod("/etc/turnserver.conf", 0o640)  # holds the TURN secret
-    subprocess.run(["/usr/sbin/postfix", "check"], check=True)
+    render.render_all(ctx, root=paths.RENDERED)
+    os.chmod(paths.RENDERED / "etc/supervisor/supervisord.conf", 0o600)  # the control password
+    turn_conf = paths.RENDERED / "etc/turnserver.conf"
+    os.chown(turn_conf, 0, grp.getgrnam("turnserver").gr_gid)
+    os.chmod(turn_conf, 0o640)  # holds the TURN secret
+    check_postfix()
     return ctx
+
+
+def check_postfix() -> None:
+    """``postfix check``: configuration, queue directories, queue repair after a crash.
+
+    Its warnings that our configuration files are symbolic links out of
+    /etc/postfix (into the rendered files on /run) are expected and left out.
+    As the check just ran, ``postfix start-fg`` is told to skip its own copy.
+    """
+    result = subprocess.run(["/usr/sbin/postfix", "check"], capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        if "symlink leaves directory: /etc/postfix/./" not in line:
+            print(line, file=sys.stderr, flush=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"postfix check failed with exit status {result.returncode}")
+    (paths.POSTFIX_QUEUE / "quick-start").touch()

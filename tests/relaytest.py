@@ -19,6 +19,15 @@ IMAGE = os.environ.get("IMAGE", "chatmail-relay:latest")
 PORTS = (25, 80, 443, 465, 587, 993)
 ROOT = Path(__file__).resolve().parent.parent
 
+# What compose.yaml grants the container (tests/image/test_compose.py checks that
+# the two agree); every test container runs with the same restrictions.
+CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID",
+                "SYS_CHROOT")
+TMPFS = ("/run", "/tmp")
+HARDENING = ("--cap-drop", "ALL", *(a for cap in CAPABILITIES for a in ("--cap-add", cap)),
+             "--security-opt", "no-new-privileges", "--read-only",
+             *(a for path in TMPFS for a in ("--tmpfs", path)))
+
 
 def docker(*args: str, check: bool = True, timeout: float = 120,
            input: str | None = None) -> subprocess.CompletedProcess:
@@ -52,7 +61,10 @@ class Relay:
     """One container of the real image, ports published on random 127.0.0.1 ports."""
 
     def __init__(self, env: dict[str, str], name: str | None = None, volume: str | None = None,
-                 image: str = IMAGE, extra_args: tuple[str, ...] = ()) -> None:
+                 image: str = IMAGE, extra_args: tuple[str, ...] = (), hardened: bool = True,
+                 data_tmpfs_size: str | None = None) -> None:
+        """``data_tmpfs_size`` (e.g. "64m") puts /data on a tmpfs of that size instead of
+        a volume (a small disk that can be filled)."""
         suffix = secrets.token_hex(3)
         self.name = name or f"relaytest-{suffix}"
         self.volume = volume or f"{self.name}-data"
@@ -60,7 +72,8 @@ class Relay:
         # stop account creation in tests that are not about that limit.
         self.env = {"CREATE_MAX_LOAD": "1000", **env}
         self.image = image
-        self.extra_args = extra_args
+        self.extra_args = (HARDENING if hardened else ()) + tuple(extra_args)
+        self.data_tmpfs_size = data_tmpfs_size
         self._ports: dict[int, int] = {}
 
     @property
@@ -68,7 +81,11 @@ class Relay:
         return self.env["MAIL_DOMAIN"]
 
     def start(self) -> "Relay":
-        args = ["run", "-d", "--name", self.name, "-v", f"{self.volume}:/data"]
+        args = ["run", "-d", "--name", self.name]
+        if self.data_tmpfs_size:
+            args += ["--mount", f"type=tmpfs,destination=/data,tmpfs-size={self.data_tmpfs_size}"]
+        else:
+            args += ["-v", f"{self.volume}:/data"]
         for key, value in self.env.items():
             args += ["-e", f"{key}={value}"]
         for port in PORTS:

@@ -57,6 +57,49 @@ def test_our_helpers_run_as_their_own_users(host, module, user):
     assert procs[0].user == user
 
 
+# Who each process of the container runs as. Root only where a daemon's master
+# must start listeners or children under other users (and supervisord, the
+# syslog socket in /dev, and relay.expire, which deletes files of two users).
+PROCESS_USERS = {
+    "supervisord": "root", "busybox": "root", "relay.expire": "root", "postfix-script": "root",
+    "master": "root", "dovecot": "root", "log": "root", "config": "root", "nginx: master": "root",
+    "relay.auth": "relayauth", "relay.web": "relayweb", "relay.filter": "relayfilter",
+    "opendkim": "opendkim", "nginx: worker": "www-data",
+    "imap-login": "dovenull", "dovecot/anvil": "dovecot", "stats": "dovecot", "auth": "dovecot",
+    "auth-worker": "dovecot", "imap": "vmail", "dovecot/lmtp": "vmail",
+    **{name: "postfix" for name in ("pickup", "qmgr", "postlogd", "tlsmgr", "anvil", "smtpd",
+                                    "trivial-rewrite", "cleanup", "lmtp", "bounce", "proxymap",
+                                    "scache", "smtp", "showq", "verify", "flush", "error")},
+}
+
+
+def process_key(comm: str, args: str) -> str:
+    if comm == "python3":
+        return args.split(" -m ", 1)[1].split()[0] if " -m " in args else args
+    if comm == "nginx":
+        return "nginx: master" if "master" in args else "nginx: worker"
+    if args.startswith("dovecot-") and comm in ("anvil", "lmtp"):
+        return f"dovecot/{comm}"
+    return comm
+
+
+def test_every_process_runs_as_its_own_user(relay):
+    relay.new_account()  # so that Dovecot's auth workers have been started
+    out = relay.exec("ps", "-eo", "user:20,comm:20,args").stdout.splitlines()[1:]
+    seen = {}
+    for line in out:
+        user, comm, args = line[:20].strip(), line[21:41].strip(), line[42:].strip()
+        if comm == "ps":
+            continue
+        key = process_key(comm, args)
+        assert key in PROCESS_USERS, f"unexpected process {comm!r} ({args!r}) as {user}"
+        assert user == PROCESS_USERS[key], f"{args!r} runs as {user}, not {PROCESS_USERS[key]}"
+        seen[key] = user
+    for key in ("relay.auth", "relay.filter", "relay.web", "opendkim", "imap-login", "qmgr",
+                "nginx: worker", "auth"):
+        assert key in seen, key
+
+
 @pytest.mark.parametrize("port", [25, 80, 443, 465, 587, 993])
 def test_public_ports_listen(host, port):
     assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
@@ -103,6 +146,8 @@ def test_postfix_and_dovecot_configs_are_valid(host):
     ("/data/tls", "root", "root", 0o700),
     ("/data/tls/privkey.pem", "root", "root", 0o600),
     ("/data/acme", "relayacme", "relayacme", 0o700),
+    ("/data/tls/self-signed", "root", "root", 0o700),
+    ("/data/tls/self-signed/privkey.pem", "root", "root", 0o600),
     ("/data/dkim", "opendkim", "opendkim", 0o700),
     ("/data/dkim/chatmail.private", "opendkim", "opendkim", 0o600),
     ("/data/postfix/maildrop", "postfix", "postdrop", 0o730),
@@ -116,6 +161,19 @@ def test_data_owners_and_modes(host, path, user, group, mode):
     f = host.file(path)
     assert f.exists
     assert (f.user, f.group, f.mode) == (user, group, mode)
+
+
+def test_secrets_are_readable_by_their_owner_only(relay):
+    """Keys, account hashes and the control password: no group or other access at all.
+    (Postfix, Dovecot and nginx read the TLS key as root before they drop privileges;
+    OpenDKIM owns its key.) Only certificates may be world-readable."""
+    relay.new_account()
+    out = relay.exec("find", "/data/tls", "/data/dkim", "/data/accounts",
+                     "/run/chatmail/config/etc/supervisor", "-type", "f", "-perm", "/077").stdout.split()
+    assert all(path.endswith("fullchain.pem") for path in out), out
+    keys = relay.exec("sh", "-c", "ls /data/tls/privkey.pem /data/tls/*/privkey.pem "
+                                  "/data/dkim/*.private").stdout.split()
+    assert len(keys) >= 3
 
 
 def test_layout_version_written(host):

@@ -59,3 +59,17 @@ def test_turn_config_has_one_external_address_and_the_relay_range(tmp_path, monk
     off = settings.load({"MAIL_DOMAIN": "chat.example.org", "TURN": "off"})
     render.render_all(startup.context(off, ipv6=False), root=tmp_path)
     assert "[program:coturn]" not in (tmp_path / "etc/supervisor/supervisord.conf").read_text()
+
+
+def test_image_links_every_rendered_path_into_run(tmp_path, context):
+    """At build time each mirrored path becomes a link to the file start-up renders."""
+    root, rendered = tmp_path / "root", tmp_path / "run"
+    (root / "etc/postfix").mkdir(parents=True)
+    (root / "etc/postfix/master.cf").write_text("from the package\n")
+    links = render.link_all(rendered=rendered, root=root)
+    render.render_all(context, root=rendered)
+    assert root / "etc/postfix/master.cf" in links
+    for link in links:
+        assert link.is_symlink() and link.resolve().is_file(), link
+    assert "message_size_limit" in (root / "etc/postfix/main.cf").read_text()
+    assert "from the package" not in (root / "etc/postfix/master.cf").read_text()
