@@ -106,7 +106,7 @@ def test_turn_credentials_from_metadata_authenticate(relay):
 def test_coturn_runs_unprivileged(relay):
     users = relay.exec("ps", "-C", "turnserver", "-o", "user=").stdout.split()
     assert users == ["turnserver"]
-    conf = relay.exec("stat", "-c", "%U %G %a", "/etc/turnserver.conf").stdout.split()
+    conf = relay.exec("stat", "-L", "-c", "%U %G %a", "/etc/turnserver.conf").stdout.split()
     assert conf == ["root", "turnserver", "640"]
 
 

@@ -64,6 +64,8 @@ PROCESS_USERS = {
     "supervisord": "root", "busybox": "root", "relay.expire": "root", "postfix-script": "root",
     "master": "root", "dovecot": "root", "log": "root", "config": "root", "nginx: master": "root",
     "relay.auth": "relayauth", "relay.web": "relayweb", "relay.filter": "relayfilter",
+    "relay.metadata": "relaypush", "relay.mxdeliv": "relaymxdeliv", "relay.mxsend": "relaymxsend",
+    "relay.certwatch": "root", "turnserver": "turnserver",
     "opendkim": "opendkim", "nginx: worker": "www-data",
     "imap-login": "dovenull", "dovecot/anvil": "dovecot", "stats": "dovecot", "auth": "dovecot",
     "auth-worker": "dovecot", "imap": "vmail", "dovecot/lmtp": "vmail",
@@ -74,6 +76,8 @@ PROCESS_USERS = {
 
 
 def process_key(comm: str, args: str) -> str:
+    if (comm == "sh" and "relay.expire" in args) or args == "sleep 3600":
+        return "relay.expire"  # the hourly loop of supervisord's relay-expire program
     if comm == "python3":
         return args.split(" -m ", 1)[1].split()[0] if " -m " in args else args
     if comm == "nginx":
