@@ -26,13 +26,12 @@ import logging
 import os
 import re
 import smtplib
-import socketserver
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
-from . import logs, paths, settings as settings_mod
+from . import logs, paths, settings as settings_mod, unixhttp
 from .unixsmtp import UnixSMTP
 
 log = logging.getLogger("relay-mxdeliv")
@@ -245,23 +244,10 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(answer)
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, ("-", 0)
-
-
 def main() -> None:
     logs.setup("relay-mxdeliv")
     Handler.settings = settings_mod.load(os.environ)
-    path = paths.MXDELIV_SOCKET
-    path.unlink(missing_ok=True)
-    with Server(str(path), Handler) as server:
-        os.chmod(path, 0o666)  # access is governed by the directory's group (www-data)
-        log.info("serving %s", path)
-        server.serve_forever()
+    unixhttp.serve(Handler, paths.MXDELIV_SOCKET, log)
 
 
 if __name__ == "__main__":

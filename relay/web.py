@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socketserver
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote
 
-from . import accounts, logs, paths, settings as settings_mod
+from . import accounts, logs, paths, settings as settings_mod, unixhttp
 
 log = logging.getLogger("relay-web")
 
@@ -85,23 +84,10 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
 
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-    def get_request(self):
-        request, _ = super().get_request()
-        return request, ("-", 0)
-
-
 def main() -> None:
     logs.setup("relay-web")
     Handler.settings = settings_mod.load(os.environ)
-    path = paths.WEB_SOCKET
-    path.unlink(missing_ok=True)
-    with Server(str(path), Handler) as server:
-        os.chmod(path, 0o666)  # access is governed by the directory's group
-        log.info("serving %s", path)
-        server.serve_forever()
+    unixhttp.serve(Handler, paths.WEB_SOCKET, log)
 
 
 if __name__ == "__main__":

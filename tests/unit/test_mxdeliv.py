@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from relay import mxdeliv
+from relay import mxdeliv, unixhttp
 from relay.mxdeliv import Answer
 
 
@@ -139,7 +139,7 @@ def server(tmp_path):
     mxdeliv.Handler.settings = {"MAX_MESSAGE_SIZE": 1024 * 1024, "MAX_RECIPIENTS": 10}
     mxdeliv.Handler.smtp_factory = staticmethod(pf)
     path = tmp_path / "http.sock"
-    srv = mxdeliv.Server(str(path), mxdeliv.Handler)
+    srv = unixhttp.Server(str(path), mxdeliv.Handler)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
 
