@@ -27,6 +27,9 @@ RELIABILITY_ENV = {
     "CREATE_MIN_FREE_MEMORY": "0",
 }
 
+# Figures a test wants in the terminal summary at the end of the run (conftest.py).
+SUMMARY: list[str] = []
+
 # Lines that mean a process died or hit an internal error, in any daemon's log.
 CRASH = re.compile(r"panic|fatal|Traceback|killed by signal|terminated abnormally|"
                    r"exited: .*not expected|status [1-9]\d*\)|Segmentation|core dumped", re.I)
