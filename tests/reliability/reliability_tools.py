@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import select
 import smtplib
 import socket
 import ssl
@@ -130,6 +131,13 @@ class Wire:
             line = self.file.readline()
             if not line or line[3:4] != b"-":
                 return line
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True when nothing arrives within ``seconds`` (nothing is consumed)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
