@@ -36,9 +36,10 @@ CRASH = re.compile(r"panic|fatal|Traceback|killed by signal|terminated abnormall
                    r"exited: .*not expected|status [1-9]\d*\)|Segmentation|core dumped", re.I)
 
 
-def start_relay(**overrides: str) -> Relay:
-    """A relay of the suite's own, healthy (the caller removes it)."""
-    relay = Relay({**RELIABILITY_ENV, **overrides})
+def start_relay(env: dict[str, str] | None = None, **relay_options) -> Relay:
+    """A relay of the suite's own, healthy (the caller removes it); ``env`` adds to
+    RELIABILITY_ENV, ``relay_options`` go to Relay (e.g. data_tmpfs_size)."""
+    relay = Relay({**RELIABILITY_ENV, **(env or {})}, **relay_options)
     relay.start()
     try:
         relay.wait_healthy()

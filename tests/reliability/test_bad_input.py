@@ -31,7 +31,7 @@ LIMIT = 2 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def env(image_exists):
-    relay = start_relay(MAX_MESSAGE_SIZE="2M")
+    relay = start_relay({"MAX_MESSAGE_SIZE": "2M"})
     try:
         people = {name: account(relay) for name in ("alice", "bob", "carol")}
         yield {"relay": relay, **people, "pids": daemon_pids(relay), "log_start": len(relay.logs())}
