@@ -83,16 +83,16 @@ def create(address: str, password: str, root: Path = paths.ACCOUNTS) -> str:
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
     hashed = hash_password(password)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(hashed + "\n")
-        f.flush()
-        os.fsync(f.fileno())
     try:
+        with os.fdopen(fd, "w") as f:
+            f.write(hashed + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.link(tmp, target)  # fails if a concurrent first login won the race
     except FileExistsError:
         return read_hash(address, root) or hashed
     finally:
-        os.unlink(tmp)
+        os.unlink(tmp)  # also when the disk is full: no half-written file stays behind
     return hashed
 
 

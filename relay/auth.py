@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from . import accounts, logs, paths, settings as settings_mod
@@ -155,25 +156,38 @@ async def serve_dict(authority: Authority, reader: asyncio.StreamReader,
                 await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
+    except ValueError:  # a line beyond the stream's limit: the protocol is out of step
+        log.warning("dict request line too long; connection closed")
     finally:
         writer.close()
+
+
+MAX_NETSTRING = 100_000
+_NETSTRING_LENGTH = re.compile(rb"0|[1-9][0-9]{0,5}")
+
+
+async def read_netstring(reader: asyncio.StreamReader) -> bytes | None:
+    """The payload of the next netstring (``<length>:<payload>,``), or None at the end
+    of the stream and for anything that is not a canonical netstring of at most
+    MAX_NETSTRING bytes."""
+    try:
+        length = (await reader.readuntil(b":"))[:-1]
+        if not _NETSTRING_LENGTH.fullmatch(length) or int(length) > MAX_NETSTRING:
+            return None
+        payload = await reader.readexactly(int(length) + 1)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    return payload[:-1] if payload[-1:] == b"," else None
 
 
 async def serve_socketmap(authority: Authority, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
     try:
-        while True:
-            length = await reader.readuntil(b":")
-            size = int(length[:-1])
-            if size > 100_000:
-                break
-            payload = await reader.readexactly(size + 1)
-            if payload[-1:] != b",":
-                break
-            reply = authority.socketmap_request(payload[:-1].decode("utf-8", "replace"))
+        while (payload := await read_netstring(reader)) is not None:
+            reply = authority.socketmap_request(payload.decode("utf-8", "replace"))
             writer.write(netstring(reply))
             await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+    except ConnectionError:
         pass
     finally:
         writer.close()

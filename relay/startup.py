@@ -111,7 +111,6 @@ def check_postfix() -> None:
 
     Its warnings that our configuration files are symbolic links out of
     /etc/postfix (into the rendered files on /run) are expected and left out.
-    As the check just ran, ``postfix start-fg`` is told to skip its own copy.
     """
     result = subprocess.run(["/usr/sbin/postfix", "check"], capture_output=True, text=True)
     for line in (result.stdout + result.stderr).splitlines():
@@ -119,4 +118,3 @@ def check_postfix() -> None:
             print(line, file=sys.stderr, flush=True)
     if result.returncode != 0:
         raise RuntimeError(f"postfix check failed with exit status {result.returncode}")
-    (paths.POSTFIX_QUEUE / "quick-start").touch()

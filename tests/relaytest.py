@@ -129,6 +129,17 @@ class Relay:
     def stop(self) -> None:
         docker("stop", "-t", "10", self.name, timeout=60)
 
+    def kill(self) -> None:
+        """SIGKILL to every process of the container at once, like a power cut of the
+        container (the host's page cache survives, as on a crash of the relay only)."""
+        docker("kill", self.name, timeout=60)
+
+    def start_again(self) -> "Relay":
+        """Start the stopped container again (same volume; published ports may change)."""
+        docker("start", self.name, timeout=60)
+        self._ports = {}
+        return self
+
     def remove(self, keep_volume: bool = False) -> None:
         docker("rm", "-f", self.name, check=False)
         if not keep_volume:

@@ -113,6 +113,11 @@ def test_compose_container_cannot_do_what_it_does_not_need(compose_up):
         assert touch.returncode != 0 and "Read-only file system" in touch.stderr, path
     for path in ("/run/x", "/tmp/x", "/data/x"):
         assert docker("exec", container, "sh", "-c", f"touch {path} && rm {path}", check=False).returncode == 0
+    # the cgroup tree is the container's own view, read-only (compose 1.29 cannot set a
+    # cgroup namespace; Docker makes it private by default on cgroup v2 hosts)
+    mounts = docker("exec", container, "cat", "/proc/mounts").stdout.splitlines()
+    cgroups = [line.split() for line in mounts if line.split()[2] in ("cgroup", "cgroup2")]
+    assert cgroups and all("ro" in fields[3].split(",") for fields in cgroups), cgroups
     # a privileged operation that none of the eight capabilities allows
     assert docker("exec", container, "mount", "-t", "tmpfs", "none", "/mnt", check=False).returncode != 0
     # nothing in the image is set-user-id or set-group-id but Postfix's two (root uses them)

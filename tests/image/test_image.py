@@ -61,7 +61,7 @@ def test_our_helpers_run_as_their_own_users(host, module, user):
 # must start listeners or children under other users (and supervisord, the
 # syslog socket in /dev, and relay.expire, which deletes files of two users).
 PROCESS_USERS = {
-    "supervisord": "root", "busybox": "root", "relay.expire": "root", "postfix-script": "root",
+    "supervisord": "root", "busybox": "root", "relay.expire": "root", "relay.postfix_master": "root",
     "master": "root", "dovecot": "root", "log": "root", "config": "root", "nginx: master": "root",
     "relay.auth": "relayauth", "relay.web": "relayweb", "relay.filter": "relayfilter",
     "relay.metadata": "relaypush", "relay.mxdeliv": "relaymxdeliv", "relay.mxsend": "relaymxsend",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reliability_tools import start_relay
+from reliability_tools import SUMMARY, start_relay
 
 
 @pytest.fixture(scope="module")
@@ -13,3 +13,10 @@ def sturdy(image_exists):
         yield relay
     finally:
         relay.remove()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if SUMMARY:
+        terminalreporter.section("reliability figures")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import select
 import smtplib
 import socket
 import ssl
@@ -27,14 +28,18 @@ RELIABILITY_ENV = {
     "CREATE_MIN_FREE_MEMORY": "0",
 }
 
+# Figures a test wants in the terminal summary at the end of the run (conftest.py).
+SUMMARY: list[str] = []
+
 # Lines that mean a process died or hit an internal error, in any daemon's log.
 CRASH = re.compile(r"panic|fatal|Traceback|killed by signal|terminated abnormally|"
                    r"exited: .*not expected|status [1-9]\d*\)|Segmentation|core dumped", re.I)
 
 
-def start_relay(**overrides: str) -> Relay:
-    """A relay of the suite's own, healthy (the caller removes it)."""
-    relay = Relay({**RELIABILITY_ENV, **overrides})
+def start_relay(env: dict[str, str] | None = None, **relay_options) -> Relay:
+    """A relay of the suite's own, healthy (the caller removes it); ``env`` adds to
+    RELIABILITY_ENV, ``relay_options`` go to Relay (e.g. data_tmpfs_size)."""
+    relay = Relay({**RELIABILITY_ENV, **(env or {})}, **relay_options)
     relay.start()
     try:
         relay.wait_healthy()
@@ -127,6 +132,13 @@ class Wire:
             line = self.file.readline()
             if not line or line[3:4] != b"-":
                 return line
+
+    def quiet_for(self, seconds: float) -> bool:
+        """True when nothing arrives within ``seconds`` (nothing is consumed)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

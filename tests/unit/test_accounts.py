@@ -61,3 +61,15 @@ def test_random_credentials():
     local = accounts.random_localpart(9)
     assert len(local) == 9 and accounts.LOCALPART_CHARS.match(local)
     assert len(accounts.random_password(9)) >= 12
+
+
+def test_create_on_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(accounts.os, "fsync", full)
+    with pytest.raises(OSError):
+        accounts.create("abcdefghi@chat.example.org", "goodpassword", tmp_path)
+    assert list(tmp_path.iterdir()) == []

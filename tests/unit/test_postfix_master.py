@@ -1,0 +1,57 @@
+"""relay.postfix_master's drain, with real processes standing in for Postfix's."""
+
+import os
+import subprocess
+import sys
+import time
+
+from relay import postfix_master
+
+
+def spawn_group(script: str) -> subprocess.Popen:
+    """A process group like Postfix's: a "master" whose children stay in its group."""
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+
+
+CHILDREN = """
+import subprocess, sys, time
+for seconds in {durations}:
+    subprocess.Popen(["sleep", str(seconds)])
+time.sleep(60)
+"""
+
+
+def wait_members(pgid, count):
+    deadline = time.monotonic() + 10
+    while len(postfix_master.group_members(pgid, exclude=-1)) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_drain_ends_the_master_and_lets_busy_children_finish():
+    master = spawn_group(CHILDREN.format(durations=[0.5, 0.7]))
+    pgid = master.pid
+    wait_members(pgid, 3)
+    start = time.monotonic()
+    postfix_master.drain(master, pgid, seconds=5)
+    took = time.monotonic() - start
+    assert master.returncode == -9
+    assert postfix_master.group_members(pgid, exclude=-1) == []
+    assert took >= 0.4, "the children were waited for, not killed"
+
+
+def test_drain_ends_what_is_still_busy_after_the_limit():
+    master = spawn_group(CHILDREN.format(durations=[30]))
+    pgid = master.pid
+    wait_members(pgid, 2)
+    start = time.monotonic()
+    postfix_master.drain(master, pgid, seconds=0.3)
+    deadline = time.monotonic() + 5
+    while postfix_master.group_members(pgid, exclude=-1):
+        assert time.monotonic() < deadline, "SIGTERM ended the busy child"
+        time.sleep(0.02)
+    assert time.monotonic() - start < 5
+
+
+def test_group_members_excludes_the_caller():
+    assert os.getpid() not in postfix_master.group_members(os.getpgid(0), exclude=os.getpid())
