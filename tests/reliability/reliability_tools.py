@@ -168,12 +168,12 @@ def smtp_wire(relay: Relay, port: int, acct: dict | None = None, tls: bool | Non
               alpn: list[str] | None = None) -> Wire:
     """A raw SMTP session after the greeting and EHLO (and AUTH, given an account).
     465 and 443 speak TLS at once; 25 and 587 upgrade with STARTTLS when ``tls`` is
-    true (by default: when an account logs in)."""
+    true (by default: when an account logs in, and always on 25, which requires it)."""
     implicit = port in (465, 443)
     wire = Wire(relay, port, tls=implicit, alpn=alpn)
     assert wire.reply().startswith(b"220")
     assert wire.command(b"EHLO client.example\r\n").startswith(b"250")
-    if not implicit and (tls if tls is not None else acct is not None):
+    if not implicit and (tls if tls is not None else (acct is not None or port == 25)):
         assert wire.command(b"STARTTLS\r\n").startswith(b"220")
         wire.starttls()
         assert wire.command(b"EHLO client.example\r\n").startswith(b"250")

@@ -54,6 +54,10 @@ def smtp_session(relay, port: int, payload: bytes) -> list[bytes]:
     wire = Wire(relay, port, tls=port == 465)
     with wire:
         assert wire.reply().startswith(b"220")
+        if port == 25:  # it requires STARTTLS before any mail command (SPEC 6)
+            assert wire.command(b"EHLO mx.other.example\r\n").startswith(b"250")
+            assert wire.command(b"STARTTLS\r\n").startswith(b"220")
+            wire.starttls()
         wire.send(payload)
         lines = wire.rest().split(b"\r\n")
     lines = [line for line in lines if line]

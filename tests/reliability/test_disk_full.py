@@ -74,6 +74,7 @@ def test_full_data_volume_refuses_mail_for_now_and_recovers(small_disk):
         submit(relay, alice, [bob["email"]], encrypted(alice["email"], bob["email"], "whilefull"))
     assert refused.value.smtp_code == 452 and refused.value.smtp_error.startswith(b"4.3.1")
     with smtplib.SMTP("127.0.0.1", relay.port(25), timeout=30) as smtp:
+        smtp.starttls(context=insecure_tls())  # port 25 requires STARTTLS
         smtp.ehlo("mx.other.example")
         code, text = smtp.docmd("MAIL FROM:<carol@[192.0.2.1]>")
     assert code == 452 and text.startswith(b"4.3.1"), (code, text)

@@ -95,6 +95,7 @@ def test_filter_killed_before_it_answers_another_server(sturdy, people, others_b
     filter_pid = pid_of(relay, "relay-filter")
     before = unix_connections(relay, "filter/incoming.sock")
     with smtplib.SMTP("127.0.0.1", relay.port(25), timeout=60) as smtp:
+        smtp.starttls(context=insecure_tls())  # port 25 requires STARTTLS
         smtp.ehlo("mx.other.example")
         assert smtp.mail(sender)[0] == 250
         assert smtp.rcpt(bob["email"])[0] == 250
@@ -110,6 +111,7 @@ def test_filter_killed_before_it_answers_another_server(sturdy, people, others_b
     assert 400 <= code < 500, (code, text)
     restarted(relay, "relay-filter", filter_pid)
     with smtplib.SMTP("127.0.0.1", relay.port(25), timeout=60) as smtp:
+        smtp.starttls(context=insecure_tls())  # port 25 requires STARTTLS
         smtp.ehlo("mx.other.example")
         assert not smtp.sendmail(sender, [bob["email"]], encrypted(sender, bob["email"], "afterin"))
     wait_for(lambda: "afterin" in message_ids(relay, bob["email"]), 30, what="next delivery")
