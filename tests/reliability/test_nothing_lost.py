@@ -207,8 +207,11 @@ def test_accepted_mail_survives_the_container_dying_under_load(loaded_relay, rep
         assert counts["duplicated"] == 0
     else:
         lmtp_concurrency = int(relay.exec("postconf", "-xh", "lmtp_destination_concurrency_limit").stdout)
+        # A delivery that Dovecot finished but Postfix had not recorded when SIGKILL came
+        # is repeated: at most one per LMTP connection. Which messages those are is not
+        # knowable from here: a 250 that crossed the kill counts as "after" in this test's
+        # bookkeeping (seen in CI: 4 repeats among the ids acknowledged at that instant).
         assert counts["duplicated"] <= lmtp_concurrency
-        assert set(duplicates) <= set(accepted_before), "only deliveries cut by the kill repeat"
     assert counts["unknown_in_mailbox"] == 0
     assert all(400 <= code < 500 for _, code in load.refused), load.refused  # never a permanent refusal
     # every message was tried once: accepted, refused for now, or cut off with the connection
