@@ -11,19 +11,53 @@ connections from it, finish the request they are serving (a delivery, a queue
 file being written) and exit. Whatever is still running after DRAIN_SECONDS (an
 SMTP client that keeps its session open) gets SIGTERM: its client then has no
 reply and sends again, nothing accepted is lost.
+
+Before the master starts, Dovecot's LMTP socket and relay.auth's mailbox map must
+answer (for at most READY_SECONDS): mail left in the queue by a crash is delivered
+at once, and a delivery attempted before Dovecot listens would be deferred for
+minutes. Once it runs, the deferred queue is flushed: a crash can end Dovecot a
+moment before Postfix, whose last deliveries are then deferred, not done.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from . import paths
+
 MASTER = "/usr/lib/postfix/sbin/master"
+POSTQUEUE = "/usr/sbin/postqueue"
 DRAIN_SECONDS = 4.0
+READY_SECONDS = 15.0
+NEEDED = (Path("/run/dovecot/lmtp"), paths.ACCOUNTS_MAP_SOCKET)
+
+
+def answers(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(str(path))
+        return True
+    except OSError:
+        return False
+
+
+def wait_until_ready(needed=NEEDED, seconds: float = READY_SECONDS) -> list[Path]:
+    """Wait for the sockets Postfix delivers and looks up through; return those that
+    still do not answer (Postfix then starts anyway and retries later)."""
+    deadline = time.monotonic() + seconds
+    missing = list(needed)
+    while missing and time.monotonic() < deadline:
+        missing = [path for path in missing if not answers(path)]
+        if missing:
+            time.sleep(0.1)
+    return missing
 
 
 def group_members(pgid: int, exclude: int) -> list[int]:
@@ -70,8 +104,17 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for path in wait_until_ready():
+        print(f"postfix: {path} does not answer yet; starting anyway", file=sys.stderr, flush=True)
     # -d: the master stays in the foreground and in this process group; logs to stdout
     master = subprocess.Popen([MASTER, "-d"])
+    # flush the deferred queue once the master listens (until then postqueue reports
+    # "mail system is down")
+    flush_deadline = time.monotonic() + READY_SECONDS
+    while not stopping and master.poll() is None and time.monotonic() < flush_deadline:
+        if subprocess.run([POSTQUEUE, "-f"], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
     while not stopping:
         try:
             return master.wait(timeout=0.2) or 1  # ended on its own: supervisord restarts us

@@ -143,6 +143,23 @@ class Wire:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def send_until_answered(self, data: bytes, chunk: int = 4096) -> None:
+        """Send ``data`` piece by piece, but stop once the server has answered or closed
+        (a server that refuses an overlong line does not read the rest of it)."""
+        for start in range(0, len(data), chunk):
+            if not self.quiet_for(0):
+                return
+            try:
+                self.sock.sendall(data[start:start + chunk])
+            except OSError:  # closed by the server meanwhile; its answer is read next
+                return
+
+    def line_or_eof(self) -> bytes:
+        try:
+            return self.file.readline()
+        except OSError:  # the server closed the connection while we were sending
+            return b""
+
     def command(self, data: bytes) -> bytes:
         self.send(data)
         return self.reply()

@@ -55,3 +55,25 @@ def test_drain_ends_what_is_still_busy_after_the_limit():
 
 def test_group_members_excludes_the_caller():
     assert os.getpid() not in postfix_master.group_members(os.getpgid(0), exclude=os.getpid())
+
+
+def test_waits_for_the_sockets_it_needs(tmp_path):
+    import socket
+    import threading
+    path = tmp_path / "lmtp"
+    missing = postfix_master.wait_until_ready([path], seconds=0.3)
+    assert missing == [path]
+
+    def listen_later():
+        time.sleep(0.3)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        server.listen()
+        listening.append(server)
+
+    listening = []
+    threading.Thread(target=listen_later).start()
+    start = time.monotonic()
+    assert postfix_master.wait_until_ready([path], seconds=10) == []
+    assert time.monotonic() - start >= 0.25
+    listening[0].close()
