@@ -9,32 +9,22 @@ Dovecot's dict protocol (lines, TAB-escaped) and Postfix's socketmap protocol
   enough password, and only inside the account directory.
 
 The servers run for real (asyncio on a socketpair); FUZZ_EXAMPLES=20000 runs a
-longer randomized search (the default is quick and repeatable).
+longer randomized search (tests/fuzzing.py).
 """
 
-import asyncio
 import json
-import os
 import re
-import socket
-import tempfile
 from pathlib import Path
+import tempfile
 
-# keep hypothesis' caches out of the working tree
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
-                      os.path.join(tempfile.gettempdir(), "relay-tests-hypothesis"))
+import pytest
+from hypothesis import given, strategies as st
 
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-
-from relay import accounts, auth  # noqa: E402
-from relay.settings import load  # noqa: E402
+from fuzzing import FUZZ, talk
+from relay import accounts, auth
+from relay.settings import load
 
 DOMAIN = "chat.example.org"
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 200)), deadline=None, database=None,
-                derandomize="FUZZ_EXAMPLES" not in os.environ,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
 DICT_REPLY = re.compile(r"^[ONF][^\n]*\n$")
 SOCKETMAP_REPLY = re.compile(rb"^(OK .*|NOTFOUND .*|PERM .*|TEMP .*)$", re.S)
 
@@ -61,29 +51,6 @@ def fresh_root(monkeypatch):
 
 def authority(root):
     return auth.Authority(load({"MAIL_DOMAIN": DOMAIN}), root=root)
-
-
-def talk(handler, data: bytes, chunks: list[int]) -> bytes:
-    """Run one server connection on a socketpair: send ``data`` (cut at ``chunks``),
-    close our side for writing, and return everything the server answered."""
-    async def run() -> bytes:
-        ours, theirs = socket.socketpair()
-        reader, writer = await asyncio.open_unix_connection(sock=theirs)
-        server = asyncio.ensure_future(handler(reader, writer))
-        loop = asyncio.get_running_loop()
-        ours.setblocking(False)
-        start = 0
-        for cut in sorted(set(c % (len(data) + 1) for c in chunks)) + [len(data)]:
-            await loop.sock_sendall(ours, data[start:cut])
-            start = max(start, cut)
-        ours.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := await asyncio.wait_for(loop.sock_recv(ours, 65536), 10):
-            received += chunk
-        await asyncio.wait_for(server, 10)  # raises if the handler raised
-        ours.close()
-        return received
-    return asyncio.run(run())
 
 
 # --- Dovecot's dict protocol ------------------------------------------------------------

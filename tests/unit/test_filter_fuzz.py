@@ -11,18 +11,12 @@
 
 import email
 import email.utils
-import os
-import tempfile
+from hypothesis import event, given, strategies as st
 
-# keep hypothesis' caches out of the working tree
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
-                      os.path.join(tempfile.gettempdir(), "relay-tests-hypothesis"))
-
-from hypothesis import HealthCheck, event, given, settings, strategies as st  # noqa: E402
-
-import corpus_tools as ct  # noqa: E402
-from relay import openpgp, policy  # noqa: E402
-from relay.policy import check_incoming, check_outgoing  # noqa: E402
+import corpus_tools as ct
+from fuzzing import FUZZ
+from relay import openpgp, policy
+from relay.policy import check_incoming, check_outgoing
 
 SENDER = "k3x9q2m7a@_chat.example.test"
 RECIPIENT = "p8w2z4r1b@_chat.example.test"
@@ -33,10 +27,6 @@ CLEARTEXT = sorted(n for n, e in MANIFEST.items() if e["kind"] == "cleartext")
 ENCRYPTED = sorted(n for n, e in MANIFEST.items() if e["kind"] == "encrypted")
 VALID_ONE = CASES["enc_one_pkesk.eml"][2]
 
-# FUZZ_EXAMPLES=20000 runs a longer, randomized search (the default is quick and repeatable)
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 200)), deadline=None, database=None,
-                derandomize="FUZZ_EXAMPLES" not in os.environ,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 REFUSALS = (policy.UNENCRYPTED, policy.BAD_FROM, policy.UNPARSABLE)
 
 
