@@ -1,6 +1,5 @@
 """Real Delta Chat clients (deltachat-rpc-server from PyPI) against the running relay."""
 
-import os
 import shutil
 import sys
 from pathlib import Path

@@ -68,7 +68,7 @@ def handshake(port: int, ctx: ssl.SSLContext, starttls: str | None = None,
             f = raw.makefile("rb")
             assert f.readline().startswith(b"220")
             raw.sendall(b"EHLO test.example\r\n")
-            while (line := f.readline())[3:4] == b"-":
+            while f.readline()[3:4] == b"-":
                 pass
             raw.sendall(b"STARTTLS\r\n")
             assert f.readline().startswith(b"220")

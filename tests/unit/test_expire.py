@@ -1,7 +1,6 @@
 """Expiry on a /data-like tree: exactly what must go goes, and nothing else."""
 
 import os
-import time
 
 import pytest
 
