@@ -8,9 +8,11 @@ So this runs ``master`` in the foreground and, when supervisord asks it to stop,
 drains Postfix instead (what ``postfix drain`` does): only the master is ended
 (SIGKILL, which it cannot pass on); the other Postfix processes take no new
 connections from it, finish the request they are serving (a delivery, a queue
-file being written) and exit. Whatever is still running after DRAIN_SECONDS (an
-SMTP client that keeps its session open) gets SIGTERM: its client then has no
-reply and sends again, nothing accepted is lost.
+file being written) and exit. The SMTP servers (smtpd) get SIGTERM at once: a
+client may keep its session open for minutes, and whatever it has not had a 250
+for it sends again (a repeat of a message already queued is dropped at delivery,
+config/etc/dovecot/sieve/deliver-once.sieve). Whatever is still running after
+DRAIN_SECONDS gets SIGTERM too; nothing accepted is lost.
 
 Before the master starts, Dovecot's LMTP socket and relay.auth's mailbox map must
 answer (for at most READY_SECONDS): mail left in the queue by a crash is delivered
@@ -28,12 +30,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from . import paths
 
 MASTER = "/usr/lib/postfix/sbin/master"
 POSTQUEUE = "/usr/sbin/postqueue"
 DRAIN_SECONDS = 4.0
+AT_ONCE = ("smtpd",)  # ended at once on stop, see drain()
 READY_SECONDS = 15.0
 NEEDED = (Path("/run/dovecot/lmtp"), paths.ACCOUNTS_MAP_SOCKET)
 
@@ -60,8 +64,9 @@ def wait_until_ready(needed=NEEDED, seconds: float = READY_SECONDS) -> list[Path
     return missing
 
 
-def group_members(pgid: int, exclude: int) -> list[int]:
-    """Processes of the process group ``pgid`` (Postfix's children stay in it)."""
+def group_members(pgid: int, exclude: int, names: Iterable[str] | None = None) -> list[int]:
+    """Processes of the process group ``pgid`` (Postfix's children stay in it), only
+    those whose program is one of ``names`` if given."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == exclude:
@@ -70,23 +75,32 @@ def group_members(pgid: int, exclude: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        fields = rest.split()
+        if fields[0] != "Z" and int(fields[2]) == pgid and (names is None or name in names):
             pids.append(int(entry.name))
     return pids
 
 
-def drain(master: subprocess.Popen, pgid: int, seconds: float = DRAIN_SECONDS) -> None:
-    master.kill()
-    master.wait()
-    deadline = time.monotonic() + seconds
-    while (left := group_members(pgid, os.getpid())) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in group_members(pgid, os.getpid()):
+def terminate(pids: list[int]) -> None:
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def drain(master: subprocess.Popen, pgid: int, seconds: float = DRAIN_SECONDS,
+          at_once: Iterable[str] = AT_ONCE) -> None:
+    master.kill()
+    master.wait()
+    # An SMTP server holds a client's session, which may stay open for minutes; it has
+    # acknowledged nothing it has not queued, so it ends now and its client sends again.
+    terminate(group_members(pgid, os.getpid(), at_once))
+    deadline = time.monotonic() + seconds
+    while (left := group_members(pgid, os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    terminate(group_members(pgid, os.getpid()))
     if left:
         print(f"postfix: {len(left)} process(es) still busy after {seconds:.0f} s were ended",
               file=sys.stderr, flush=True)

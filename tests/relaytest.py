@@ -126,8 +126,10 @@ class Relay:
         self._ports = {}
         return self
 
-    def stop(self) -> None:
-        docker("stop", "-t", "10", self.name, timeout=60)
+    def stop(self, grace: int = 30) -> None:
+        """docker stop with compose.yaml's stop_grace_period: SIGKILL (exit 137) to
+        whatever still runs after ``grace`` seconds."""
+        docker("stop", "-t", str(grace), self.name, timeout=grace + 60)
 
     def kill(self) -> None:
         """SIGKILL to every process of the container at once, like a power cut of the

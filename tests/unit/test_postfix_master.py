@@ -53,6 +53,26 @@ def test_drain_ends_what_is_still_busy_after_the_limit():
     assert time.monotonic() - start < 5
 
 
+def test_drain_ends_smtp_servers_at_once(tmp_path):
+    """An smtpd holds a client's session open: it is not waited for."""
+    smtpd = tmp_path / "smtpd"
+    smtpd.symlink_to("/bin/sleep")
+    master = spawn_group(f"""
+import subprocess, time
+subprocess.Popen([{str(smtpd)!r}, "30"])
+subprocess.Popen(["sleep", "0.5"])
+time.sleep(60)
+""")
+    pgid = master.pid
+    wait_members(pgid, 3)
+    assert len(postfix_master.group_members(pgid, exclude=-1, names=["smtpd"])) == 1
+    start = time.monotonic()
+    postfix_master.drain(master, pgid, seconds=20)
+    took = time.monotonic() - start
+    assert 0.4 <= took < 5, took  # the other child was waited for, the smtpd was not
+    assert postfix_master.group_members(pgid, exclude=-1) == []
+
+
 def test_group_members_excludes_the_caller():
     assert os.getpid() not in postfix_master.group_members(os.getpgid(0), exclude=os.getpid())
 
