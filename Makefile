@@ -38,10 +38,12 @@ image-arm64:
 	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || { echo "no arm64 emulation: apt-get install qemu-user-static binfmt-support"; exit 1; }
 	PULL_FROM=$(BASE_IMAGE) DOCKER=$(DOCKER) sh image/base/build-base.sh $(ARM64_BASE) arm64
 	$(DOCKER) build --cpu-shares 256 -f image/Dockerfile --build-arg BASE_IMAGE=$(ARM64_BASE) \
+	    --build-arg DEB_CFLAGS_APPEND=-fno-lto --build-arg DEB_CXXFLAGS_APPEND=-fno-lto \
+	    --build-arg DEB_LDFLAGS_APPEND=-fno-lto \
 	    --build-arg DOVECOT=$(DOVECOT) -t $(ARM64_IMAGE) .
 
 test-arm64: venv  ## the smoke tests against the arm64 image, under emulation
-	IMAGE=$(ARM64_IMAGE) SMOKE_TIMEOUT=600 $(PYTEST) tests/smoke
+	IMAGE=$(ARM64_IMAGE) SMOKE_ARCH=arm64 SMOKE_TIMEOUT=600 $(PYTEST) tests/smoke
 
 up: image
 	@[ -f .env ] || echo "no .env: starting a local test relay from examples/local.env"

@@ -16,7 +16,17 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 docker=${DOCKER:-docker}
 platform="linux/$arch"
 
-if [ "$($docker image inspect --format '{{.Architecture}}' "$image" 2>/dev/null)" = "$arch" ]; then
+# Present already? An imported image may be labelled with the host's architecture
+# (docker import without experimental features ignores --platform), so a foreign
+# one is recognised by what its programs report under emulation.
+case "$arch" in
+    amd64) machine=x86_64 ;;
+    arm64) machine=aarch64 ;;
+    *) machine=$arch ;;
+esac
+if [ "$($docker image inspect --format '{{.Architecture}}' "$image" 2>/dev/null)" = "$arch" ] ||
+   { $docker image inspect "$image" >/dev/null 2>&1 &&
+     [ "$($docker run --rm --network none --entrypoint uname "$image" -m 2>/dev/null)" = "$machine" ]; }; then
     echo "base image $image ($arch) is present"
     exit 0
 fi
