@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
 from . import logs, paths, settings as settings_mod, unixhttp
-from .unixsmtp import UnixSMTP
+from .unixsmtp import UnixSMTP, recipients_and_data
 
 log = logging.getLogger("relay-mxdeliv")
 
@@ -143,25 +143,13 @@ def deliver(smtp_factory: Callable[[], smtplib.SMTP], sender: str, recipients: l
                 if 400 <= code < 500:
                     return Answer(503, {"error": _reply(code, text)})
                 return Answer(403, {"error": _reply(code, text)})
-            accepted: list[str] = []
-            refused: dict[str, str] = {}
-            for rcpt in recipients:
-                code, text = smtp.rcpt(rcpt)
-                if code in (250, 251):
-                    accepted.append(rcpt)
-                else:
-                    refused[rcpt] = _reply(code, text)
-            if not accepted:
-                smtp.rset()
+            accepted, refused, end = recipients_and_data(smtp, recipients, _normalize(data), _reply)
+            if end is None:
                 if any(r.startswith("4") for r in refused.values()):
                     return Answer(503, {"error": "recipients temporarily refused",
                                         "refused": refused})
                 return Answer(404, {"error": "no valid recipient", "refused": refused})
-            try:
-                code, text = smtp.data(_normalize(data))
-            except smtplib.SMTPDataError as exc:
-                code, text = exc.smtp_code, exc.smtp_error
-            return data_answer(code, text, accepted, refused)
+            return data_answer(*end, accepted, refused)
     except (OSError, smtplib.SMTPException) as exc:
         log.error("handing the message to Postfix failed: %s", exc)
         return Answer(503, {"error": "temporary failure, please try again"})

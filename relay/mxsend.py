@@ -46,6 +46,7 @@ import dns.name
 import dns.resolver
 
 from . import logs, paths, settings as settings_mod
+from .unixsmtp import recipients_and_data
 
 log = logging.getLogger("relay-mxsend")
 
@@ -271,21 +272,10 @@ def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
                 if 500 <= code < 600:
                     return {r: smtp_reply(code, text) for r in recipients}
                 raise HostFailed(f"MAIL {smtp_reply(code, text)}")
-            replies: Replies = {}
-            accepted = []
-            for rcpt in recipients:
-                code, text = smtp.rcpt(rcpt)
-                if code in (250, 251):
-                    accepted.append(rcpt)
-                else:
-                    replies[rcpt] = smtp_reply(code, text)
-            if not accepted:
-                smtp.rset()
+            accepted, replies, end = recipients_and_data(smtp, recipients, data, smtp_reply)
+            if end is None:
                 return replies
-            try:
-                code, text = smtp.data(data)
-            except smtplib.SMTPDataError as exc:
-                code, text = exc.smtp_code, exc.smtp_error
+            code, text = end
             ok = f"250 2.0.0 Ok: delivered via smtp to {host}"
             for rcpt in accepted:
                 replies[rcpt] = ok if code == 250 else smtp_reply(code, text)
