@@ -67,6 +67,7 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.RENDERED, "root", "root", 0o755),
     Dir(paths.POSTFIX_DATA, "postfix", "postfix", 0o700),
     Dir(paths.DOVECOT_STATE, "root", "root", 0o755),
+    Dir(paths.SIEVE_BIN, "vmail", "vmail", 0o700),
     Dir(paths.NGINX_TEMP, "root", "root", 0o755),
 )
 

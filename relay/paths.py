@@ -48,6 +48,7 @@ ACME_CHALLENGES = Path("/run/acme-challenge")       # HTTP-01 tokens nginx serve
 RENDERED = Path("/run/chatmail/config")  # rendered templates; /etc/... are symlinks into it
 POSTFIX_DATA = Path("/run/postfix")      # Postfix data_directory (lock, TLS session cache)
 DOVECOT_STATE = Path("/run/dovecot-state")  # Dovecot state_dir
+SIEVE_BIN = Path("/run/dovecot-sieve")     # compiled Sieve scripts (written by lmtp as vmail)
 NGINX_TEMP = Path("/run/nginx")          # nginx's temporary files (request bodies)
 OPENDKIM_RUN = Path("/run/opendkim")
 

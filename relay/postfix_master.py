@@ -14,7 +14,8 @@ for it sends again (a repeat of a message already queued is dropped at delivery,
 config/etc/dovecot/sieve/deliver-once.sieve). Whatever is still running after
 DRAIN_SECONDS gets SIGTERM too; nothing accepted is lost.
 
-Before the master starts, Dovecot's LMTP socket and relay.auth's mailbox map must
+Before the master starts, relay.deliveronce records the deliveries a crash cut
+off (so Dovecot drops their repeats), and Dovecot's LMTP socket and relay.auth's mailbox map must
 answer (for at most READY_SECONDS): mail left in the queue by a crash is delivered
 at once, and a delivery attempted before Dovecot listens would be deferred for
 minutes. Once it runs, the deferred queue is flushed: a crash can end Dovecot a
@@ -118,6 +119,15 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # before anything is delivered: the deliveries a crash cut off get their record
+    # (relay/deliveronce.py, in a process of its own so that this one stays small)
+    try:
+        repaired = subprocess.run([sys.executable, "-m", "relay.deliveronce"], timeout=300).returncode == 0
+    except subprocess.TimeoutExpired:
+        repaired = False
+    if not repaired:
+        print("postfix: relay.deliveronce failed; a delivery cut off by a crash may repeat",
+              file=sys.stderr, flush=True)
     for path in wait_until_ready():
         print(f"postfix: {path} does not answer yet; starting anyway", file=sys.stderr, flush=True)
     # -d: the master stays in the foreground and in this process group; logs to stdout

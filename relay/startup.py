@@ -69,6 +69,7 @@ def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
         www=str(paths.WWW),
         postfix_data_dir=str(paths.POSTFIX_DATA),
         dovecot_state_dir=str(paths.DOVECOT_STATE),
+        sieve_bin_dir=str(paths.SIEVE_BIN),
         nginx_temp_dir=str(paths.NGINX_TEMP),
         acme_challenge_dir=str(paths.ACME_CHALLENGES),
         dkim_selector=dkim.SELECTOR,

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Rebuild Debian's own Dovecot source package with our patch and leave the
+# Rebuild Debian's own Dovecot source package with our patches (image/dovecot/*.patch) and leave the
 # binary packages the relay needs in /debs. Runs in the builder stage of
 # image/Dockerfile.
 set -eu
@@ -20,12 +20,15 @@ fi
 apt-get build-dep -y -qq dovecot >/dev/null
 src=$(find /build -maxdepth 1 -type d -name 'dovecot-*' | head -n1)
 cd "$src"
-cp /tmp/no-idle-notify-delay.patch debian/patches/
-echo no-idle-notify-delay.patch >> debian/patches/series
+for patch in /tmp/dovecot-patches/*.patch; do
+    cp "$patch" debian/patches/
+    basename "$patch" >> debian/patches/series
+done
 version=$(dpkg-parsechangelog -S Version)
 {
     printf 'dovecot (%s+chatmail1) bookworm; urgency=medium\n\n' "$version"
-    printf '  * Announce new mail to IDLE clients without the 500 ms delay.\n\n'
+    printf '  * Announce new mail to IDLE clients without the 500 ms delay.\n'
+    printf '  * Keep every record of the duplicate database on concurrent commits.\n\n'
     printf ' -- chatmail relay appliance <root@localhost>  %s\n\n' "$(dpkg-parsechangelog -S Date)"
     cat debian/changelog
 } > debian/changelog.new
@@ -34,5 +37,6 @@ echo "dovecot: building $version+chatmail1"
 DEB_BUILD_OPTIONS="nocheck nodoc parallel=$(nproc)" dpkg-buildpackage -B -uc -us -j"$(nproc)" >/build/build.log 2>&1 \
     || { tail -50 /build/build.log; exit 1; }
 mkdir -p /debs
-cp /build/dovecot-core_*.deb /build/dovecot-imapd_*.deb /build/dovecot-lmtpd_*.deb /debs/
+# dovecot-sieve: its duplicate test keeps a delivery repeated after a crash out of the mailbox
+cp /build/dovecot-core_*.deb /build/dovecot-imapd_*.deb /build/dovecot-lmtpd_*.deb /build/dovecot-sieve_*.deb /debs/
 ls -l /debs

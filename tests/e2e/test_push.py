@@ -246,6 +246,8 @@ ALLOWED = [
     r"LAYOUT_VERSION",
     rf"accounts/{ADDR}",                                   # the password hash
     rf"mail/{ADDR}/Maildir/{MAILDIR_FILE}",
+    # the Message-IDs delivered in the last day (deliver-once.sieve) and their locks
+    rf"mail/{ADDR}/\.dovecot\.lda-dupes(\.locks/[0-9a-f]+\.lock)?",
     rf"push/tokens/{ADDR}",                                # device tokens
     r"push/queue/[0-9a-f]{40}",                            # notifications not yet sent
     r"postfix/(pid/([a-z.]+\.pid|(unix|inet|pass)\.[a-z0-9.:_-]+)"   # Postfix's pids, locks,
