@@ -20,23 +20,12 @@ import collections
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from relay import deliveronce
 from relaytest import wait_for
-from reliability_tools import account, encrypted, message_ids, smtp_login, start_relay
+from reliability_tools import account, encrypted, message_ids, smtp_login
 
 SENDERS = 6
 PER_SENDER = 15
-
-
-@pytest.fixture(scope="module")
-def sturdy_relay(image_exists):
-    relay = start_relay()
-    try:
-        yield relay
-    finally:
-        relay.remove()
 
 
 def send_all(relay, senders: list[dict], recipients: list[str], ids: list[list[str]]) -> None:
@@ -59,8 +48,8 @@ def queue_empty(relay) -> bool:
     return relay.exec("postqueue", "-j").stdout.strip() == ""
 
 
-def test_a_repeated_delivery_is_dropped_even_when_deliveries_run_at_once(sturdy_relay):
-    relay = sturdy_relay
+def test_a_repeated_delivery_is_dropped_even_when_deliveries_run_at_once(sturdy):
+    relay = sturdy
     senders = [account(relay) for _ in range(SENDERS)]
     bob, carol = account(relay), account(relay)
     ids = [[f"once{s}x{n:02d}" for n in range(PER_SENDER)] for s in range(SENDERS)]
@@ -81,8 +70,8 @@ def test_a_repeated_delivery_is_dropped_even_when_deliveries_run_at_once(sturdy_
     assert sorted(message_ids(relay, carol["email"])) == everything
 
 
-def test_deliveronce_computes_the_ids_dovecot_records(sturdy_relay, tmp_path):
-    relay = sturdy_relay
+def test_deliveronce_computes_the_ids_dovecot_records(sturdy, tmp_path):
+    relay = sturdy
     alice, bob = account(relay), account(relay)
     send_all(relay, [alice], [bob["email"]], [["idcheck1", "idcheck2"]])
     wait_for(lambda: sorted(message_ids(relay, bob["email"])) == ["idcheck1", "idcheck2"], 60, 0.2,

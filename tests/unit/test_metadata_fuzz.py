@@ -26,6 +26,7 @@ from fuzzing import FUZZ, talk
 from relay import accounts, metadata, push
 from relay.auth import tab_escape
 from relay.settings import load
+from test_metadata_dict import Notified
 
 DOMAIN = "chat.example.org"
 GUID = "0123456789abcdef0123456789abcdef"
@@ -33,15 +34,6 @@ TOKEN_KEY = f"priv/{GUID}/devicetoken"
 SERVER = f"shared/{GUID}/vendor/vendor.dovecot/pvt/server/vendor/deltachat/"
 REPLY = re.compile(r"^([ONF][^\n]*)?\n$")
 ANSWERED = set("LICD")  # the commands that get a reply
-
-
-class Notified:
-    def __init__(self):
-        self.addresses = []
-
-    def new_message(self, address):
-        self.addresses.append(address)
-        return 1
 
 
 @pytest.fixture
