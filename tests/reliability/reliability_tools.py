@@ -145,9 +145,11 @@ class Wire:
 
     def send_until_answered(self, data: bytes, chunk: int = 4096) -> None:
         """Send ``data`` piece by piece, but stop once the server has answered or closed
-        (a server that refuses an overlong line does not read the rest of it)."""
+        (a server that refuses an overlong line does not read the rest of it). The first
+        piece always goes: right after a TLS handshake the socket is readable with the
+        server's session tickets, which are no answer."""
         for start in range(0, len(data), chunk):
-            if not self.quiet_for(0):
+            if start and not self.quiet_for(0):
                 return
             try:
                 self.sock.sendall(data[start:start + chunk])
