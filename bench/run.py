@@ -306,9 +306,13 @@ def throughput(relay: Relay, senders: int = 8, per_sender: int = 50) -> dict:
                               timeout=60) as smtp:
             smtp.login(account["email"], account["password"])
             data = template.replace("{sender}", account["email"]).replace(
-                "{recipient}", receiver["email"]).encode()
-            for _ in range(per_sender):
-                smtp.sendmail(account["email"], [receiver["email"]], data)
+                "{recipient}", receiver["email"])
+            for n in range(per_sender):
+                # each message its own Message-ID: the relay keeps one copy per Message-ID
+                unique = re.sub(r"Message-ID: <[^>]*>",
+                                f"Message-ID: <bench.{n}.{account['email'].split('@')[0]}@bench.test>",
+                                data, count=1)
+                smtp.sendmail(account["email"], [receiver["email"]], unique.encode())
                 sent += 1
         return sent
 

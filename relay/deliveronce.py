@@ -24,8 +24,6 @@ import struct
 import time
 from pathlib import Path
 
-from . import paths
-
 DB_NAME = ".dovecot.lda-dupes"
 DB_VERSION = 2
 PERIOD = 86400            # deliver-once.sieve's :seconds (sieve_duplicate_max_period)
@@ -158,16 +156,3 @@ def repair(mail_root: Path, window: float = WINDOW, now: float | None = None) ->
         added += len(missing)
     return added
 
-
-def main() -> int:
-    started = time.monotonic()
-    added = repair(paths.MAIL)
-    if added:
-        print(f"deliver-once: recorded {added} deliver{'y' if added == 1 else 'ies'} that a crash "
-              f"had cut off, so that their repeats are dropped ({time.monotonic() - started:.2f} s)",
-              flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Postfix's master under supervisord, stopped without cutting a delivery in half.
+"""Postfix's master under supervisord, stopped without cutting a delivery in half
+(the steps of relay/postfix_master.sh, the resident wrapper).
 
 Postfix stops by passing SIGTERM to every process it runs, which ends a delivery
 at any point: when Dovecot has stored a message but its 250 has not been recorded
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from . import paths
+from . import deliveronce, paths
 
 MASTER = "/usr/lib/postfix/sbin/master"
 POSTQUEUE = "/usr/sbin/postqueue"
@@ -65,12 +66,14 @@ def wait_until_ready(needed=NEEDED, seconds: float = READY_SECONDS) -> list[Path
     return missing
 
 
-def group_members(pgid: int, exclude: int, names: Iterable[str] | None = None) -> list[int]:
-    """Processes of the process group ``pgid`` (Postfix's children stay in it), only
-    those whose program is one of ``names`` if given."""
+def group_members(pgid: int, exclude: Iterable[int] = (), names: Iterable[str] | None = None
+                  ) -> list[int]:
+    """Processes of the process group ``pgid`` (Postfix's children stay in it) but
+    ``exclude``, only those whose program is one of ``names`` if given."""
+    excluded = set(exclude)
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == exclude:
+        if not entry.name.isdigit() or int(entry.name) in excluded:
             continue
         try:
             stat = (entry / "stat").read_text()
@@ -91,62 +94,73 @@ def terminate(pids: list[int]) -> None:
             pass
 
 
-def drain(master: subprocess.Popen, pgid: int, seconds: float = DRAIN_SECONDS,
-          at_once: Iterable[str] = AT_ONCE) -> None:
-    master.kill()
-    master.wait()
+def drain(master: int, pgid: int, seconds: float = DRAIN_SECONDS,
+          at_once: Iterable[str] = AT_ONCE, exclude: Iterable[int] = ()) -> None:
+    """End the master (pid ``master``) and let the rest of the group ``pgid`` finish,
+    leaving alone ``exclude`` (the wrapper that waits for the master) and ourselves."""
+    exclude = {os.getpid(), *exclude}
+    try:
+        os.kill(master, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     # An SMTP server holds a client's session, which may stay open for minutes; it has
     # acknowledged nothing it has not queued, so it ends now and its client sends again.
-    terminate(group_members(pgid, os.getpid(), at_once))
+    terminate(group_members(pgid, exclude, at_once))
     deadline = time.monotonic() + seconds
-    while (left := group_members(pgid, os.getpid())) and time.monotonic() < deadline:
+    while (left := group_members(pgid, exclude)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    terminate(group_members(pgid, os.getpid()))
+    terminate(group_members(pgid, exclude))
     if left:
         print(f"postfix: {len(left)} process(es) still busy after {seconds:.0f} s were ended",
               file=sys.stderr, flush=True)
 
 
-def main() -> int:
-    if os.getpgid(0) != os.getpid():
-        os.setpgid(0, 0)  # a group of our own: Postfix's processes are found by it
-    pgid = os.getpgid(0)
-    stopping = False
-
-    def stop(signum, frame) -> None:  # noqa: ANN001 (signal handler signature)
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+def prepare() -> None:
     # before anything is delivered: the deliveries a crash cut off get their record
-    # (relay/deliveronce.py, in a process of its own so that this one stays small)
     try:
-        repaired = subprocess.run([sys.executable, "-m", "relay.deliveronce"], timeout=300).returncode == 0
-    except subprocess.TimeoutExpired:
-        repaired = False
-    if not repaired:
-        print("postfix: relay.deliveronce failed; a delivery cut off by a crash may repeat",
-              file=sys.stderr, flush=True)
+        added = deliveronce.repair(paths.MAIL)
+        if added:
+            print(f"postfix: recorded {added} deliver{'y' if added == 1 else 'ies'} that a crash "
+                  "had cut off, so that their repeats are dropped", flush=True)
+    except OSError as exc:
+        print(f"postfix: the deliveries a crash cut off could not be recorded ({exc}); "
+              "they may be delivered twice", file=sys.stderr, flush=True)
     for path in wait_until_ready():
         print(f"postfix: {path} does not answer yet; starting anyway", file=sys.stderr, flush=True)
-    # -d: the master stays in the foreground and in this process group; logs to stdout
-    master = subprocess.Popen([MASTER, "-d"])
-    # flush the deferred queue once the master listens (until then postqueue reports
-    # "mail system is down")
-    flush_deadline = time.monotonic() + READY_SECONDS
-    while not stopping and master.poll() is None and time.monotonic() < flush_deadline:
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def flush(master: int) -> None:
+    """Retry the deferred queue once the master listens (until then postqueue reports
+    "mail system is down")."""
+    deadline = time.monotonic() + READY_SECONDS
+    while alive(master) and time.monotonic() < deadline:
         if subprocess.run([POSTQUEUE, "-f"], capture_output=True).returncode == 0:
-            break
+            return
         time.sleep(0.2)
-    while not stopping:
-        try:
-            return master.wait(timeout=0.2) or 1  # ended on its own: supervisord restarts us
-        except subprocess.TimeoutExpired:
-            pass
-    drain(master, pgid)
-    return 0  # Postfix's last processes were handed to PID 1 (supervisord), which reaps them
+
+
+def main(argv: list[str]) -> int:
+    """Steps of relay/postfix_master.sh: ``prepare``, ``flush MASTER``, ``drain MASTER WRAPPER``."""
+    if argv[:1] == ["prepare"]:
+        prepare()
+    elif argv[:1] == ["flush"] and len(argv) == 2:
+        flush(int(argv[1]))
+    elif argv[:1] == ["drain"] and len(argv) == 3:
+        master, wrapper = int(argv[1]), int(argv[2])
+        drain(master, os.getpgid(wrapper), exclude=[wrapper])
+    else:
+        print("usage: python3 -m relay.postfix_master prepare | flush MASTER | drain MASTER WRAPPER",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -61,7 +61,7 @@ def test_our_helpers_run_as_their_own_users(host, module, user):
 # must start listeners or children under other users (and supervisord, the
 # syslog socket in /dev, and relay.expire, which deletes files of two users).
 PROCESS_USERS = {
-    "supervisord": "root", "busybox": "root", "relay.expire": "root", "relay.postfix_master": "root",
+    "supervisord": "root", "busybox": "root", "relay.expire": "root", "postfix_master.sh": "root",
     "master": "root", "dovecot": "root", "log": "root", "config": "root", "nginx: master": "root",
     "relay.auth": "relayauth", "relay.web": "relayweb", "relay.filter": "relayfilter",
     "relay.metadata": "relaypush", "relay.mxdeliv": "relaymxdeliv", "relay.mxsend": "relaymxsend",
@@ -78,6 +78,8 @@ PROCESS_USERS = {
 def process_key(comm: str, args: str) -> str:
     if (comm == "sh" and "relay.expire" in args) or args == "sleep 3600":
         return "relay.expire"  # the hourly loop of supervisord's relay-expire program
+    if comm == "sh" and args.endswith("/relay/postfix_master.sh"):
+        return "postfix_master.sh"  # the wrapper of Postfix's master
     if comm == "python3":
         return args.split(" -m ", 1)[1].split()[0] if " -m " in args else args
     if comm == "nginx":

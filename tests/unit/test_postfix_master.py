@@ -23,7 +23,7 @@ time.sleep(60)
 
 def wait_members(pgid, count):
     deadline = time.monotonic() + 10
-    while len(postfix_master.group_members(pgid, exclude=-1)) < count:
+    while len(postfix_master.group_members(pgid, exclude=[])) < count:
         assert time.monotonic() < deadline
         time.sleep(0.02)
 
@@ -33,10 +33,11 @@ def test_drain_ends_the_master_and_lets_busy_children_finish():
     pgid = master.pid
     wait_members(pgid, 3)
     start = time.monotonic()
-    postfix_master.drain(master, pgid, seconds=5)
+    postfix_master.drain(master.pid, pgid, seconds=5)
+    master.wait()
     took = time.monotonic() - start
     assert master.returncode == -9
-    assert postfix_master.group_members(pgid, exclude=-1) == []
+    assert postfix_master.group_members(pgid, exclude=[]) == []
     assert took >= 0.4, "the children were waited for, not killed"
 
 
@@ -45,9 +46,10 @@ def test_drain_ends_what_is_still_busy_after_the_limit():
     pgid = master.pid
     wait_members(pgid, 2)
     start = time.monotonic()
-    postfix_master.drain(master, pgid, seconds=0.3)
+    postfix_master.drain(master.pid, pgid, seconds=0.3)
+    master.wait()
     deadline = time.monotonic() + 5
-    while postfix_master.group_members(pgid, exclude=-1):
+    while postfix_master.group_members(pgid, exclude=[]):
         assert time.monotonic() < deadline, "SIGTERM ended the busy child"
         time.sleep(0.02)
     assert time.monotonic() - start < 5
@@ -65,16 +67,17 @@ time.sleep(60)
 """)
     pgid = master.pid
     wait_members(pgid, 3)
-    assert len(postfix_master.group_members(pgid, exclude=-1, names=["smtpd"])) == 1
+    assert len(postfix_master.group_members(pgid, exclude=[], names=["smtpd"])) == 1
     start = time.monotonic()
-    postfix_master.drain(master, pgid, seconds=20)
+    postfix_master.drain(master.pid, pgid, seconds=20)
+    master.wait()
     took = time.monotonic() - start
     assert 0.4 <= took < 5, took  # the other child was waited for, the smtpd was not
-    assert postfix_master.group_members(pgid, exclude=-1) == []
+    assert postfix_master.group_members(pgid, exclude=[]) == []
 
 
 def test_group_members_excludes_the_caller():
-    assert os.getpid() not in postfix_master.group_members(os.getpgid(0), exclude=os.getpid())
+    assert os.getpid() not in postfix_master.group_members(os.getpgid(0), exclude=[os.getpid()])
 
 
 def test_waits_for_the_sockets_it_needs(tmp_path):
