@@ -78,12 +78,14 @@ def read_db(path: Path) -> list[tuple[int, bytes, bytes]]:
     return records
 
 
-def write_db(path: Path, records: list[tuple[int, bytes, bytes]], uid: int, gid: int) -> None:
-    """Replace the database under Dovecot's lock (``<path>.lock``, made exclusively)."""
+def write_db(path: Path, records: list[tuple[int, bytes, bytes]], uid: int, gid: int,
+             stale_after: float = STALE_LOCK) -> None:
+    """Replace the database under Dovecot's lock (``<path>.lock``, made exclusively);
+    a lock older than ``stale_after`` seconds was left by a process that died."""
     lock = path.with_name(path.name + ".lock")
     try:
-        if time.time() - lock.stat().st_mtime > STALE_LOCK:
-            lock.unlink()  # left by a process that died (Dovecot's rule too)
+        if time.time() - lock.stat().st_mtime >= stale_after:
+            lock.unlink()
     except FileNotFoundError:
         pass
     fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -130,7 +132,11 @@ def last_activity(homes: list[Path]) -> float:
 
 def repair(mail_root: Path, window: float = WINDOW, now: float | None = None) -> int:
     """Add the missing records of the messages stored in the last ``window`` seconds
-    before the newest delivery; returns how many records were added."""
+    before the newest delivery; returns how many records were added.
+
+    Runs before Postfix starts, so no delivery, the only writer of these databases,
+    is under way: a lock file found now was left by the crash (a delivery that was
+    writing its record) and is taken over at once."""
     now = time.time() if now is None else now
     try:
         homes = [p for p in mail_root.iterdir() if p.is_dir() and not p.is_symlink()]
@@ -152,7 +158,7 @@ def repair(mail_root: Path, window: float = WINDOW, now: float | None = None) ->
             continue
         stat = home.stat()
         records += [(int(now) + PERIOD, rid, user) for rid in missing]
-        write_db(db, records, stat.st_uid, stat.st_gid)
+        write_db(db, records, stat.st_uid, stat.st_gid, stale_after=0)
         added += len(missing)
     return added
 

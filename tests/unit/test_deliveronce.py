@@ -87,3 +87,15 @@ def test_repair_records_what_was_stored_just_before_the_end(tmp_path):
 def test_repair_of_an_empty_or_missing_mail_root(tmp_path):
     assert deliveronce.repair(tmp_path / "missing") == 0
     assert deliveronce.repair(tmp_path) == 0
+
+
+def test_repair_takes_over_the_lock_a_crash_left(tmp_path):
+    """A delivery killed while it wrote its record leaves the lock file behind; no
+    delivery runs during the repair, so the lock is the crash's, however young."""
+    home = mailbox(tmp_path, messages=[("new", b"<cut@x>")])
+    lock = home / (deliveronce.DB_NAME + ".lock")
+    lock.write_bytes(b"")
+    assert deliveronce.repair(tmp_path, now=NOW + 1) == 1
+    assert not lock.exists()
+    assert [rid for _, rid, _ in deliveronce.read_db(home / deliveronce.DB_NAME)] == [
+        deliveronce.record_id(b"<cut@x>")]
