@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from . import accounts, logs, paths, settings as settings_mod
@@ -146,20 +147,27 @@ def netstring(text: str) -> bytes:
     return b"%d:%s," % (len(data), data)
 
 
-async def serve_dict(authority: Authority, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
+async def serve_dict_lines(handle: Callable[[str], str | None], reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter, logger: logging.Logger = log) -> None:
+    """One connection of Dovecot's dict protocol: each request line goes to ``handle``,
+    whose reply (None: the command has none) is written back."""
     try:
         while line := await reader.readline():
-            reply = authority.dict_line(line.decode("utf-8", "replace").rstrip("\n"))
+            reply = handle(line.decode("utf-8", "replace").rstrip("\n"))
             if reply is not None:
                 writer.write(reply.encode())
                 await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
     except ValueError:  # a line beyond the stream's limit: the protocol is out of step
-        log.warning("dict request line too long; connection closed")
+        logger.warning("dict request line too long; connection closed")
     finally:
         writer.close()
+
+
+async def serve_dict(authority: Authority, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    await serve_dict_lines(authority.dict_line, reader, writer)
 
 
 MAX_NETSTRING = 100_000

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import accounts, logs, paths, push, settings as settings_mod, turn
-from .auth import start_unix_server, tab_escape, tab_unescape
+from .auth import serve_dict_lines, start_unix_server, tab_escape, tab_unescape
 
 log = logging.getLogger("relay-metadata")
 
@@ -178,17 +178,7 @@ class DictConnection:
 
 async def serve(service: MetadataService, reader: asyncio.StreamReader,
                 writer: asyncio.StreamWriter) -> None:
-    conn = DictConnection(service)
-    try:
-        while line := await reader.readline():
-            reply = conn.handle(line.decode("utf-8", "replace").rstrip("\n"))
-            if reply is not None:
-                writer.write(reply.encode())
-                await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-        pass
-    finally:
-        writer.close()
+    await serve_dict_lines(DictConnection(service).handle, reader, writer, log)
 
 
 def gateway_tls(extra_ca_file: str):
