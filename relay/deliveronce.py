@@ -153,7 +153,7 @@ def repair(mail_root: Path, window: float = WINDOW, now: float | None = None) ->
         records = [r for r in read_db(db) if r[0] >= now]  # Dovecot drops expired ones too
         user = home.name.encode()
         known = {(rid, u) for _, rid, u in records}
-        missing = [record_id(mid) for mid in sorted(ids) if (record_id(mid), user) not in known]
+        missing = [rid for rid in map(record_id, sorted(ids)) if (rid, user) not in known]
         if not missing:
             continue
         stat = home.stat()

@@ -66,6 +66,17 @@ def wait_until_ready(needed=NEEDED, seconds: float = READY_SECONDS) -> list[Path
     return missing
 
 
+def proc_stat(pid: int | str) -> tuple[str, str, int] | None:
+    """(program name, state, process group) of a process from /proc, None when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, _, rest = stat.partition(" (")[2].rpartition(")")
+    fields = rest.split()
+    return name, fields[0], int(fields[2])
+
+
 def group_members(pgid: int, exclude: Iterable[int] = (), names: Iterable[str] | None = None
                   ) -> list[int]:
     """Processes of the process group ``pgid`` (Postfix's children stay in it) but
@@ -75,13 +86,8 @@ def group_members(pgid: int, exclude: Iterable[int] = (), names: Iterable[str] |
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in excluded:
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, _, rest = stat.partition(" (")[2].rpartition(")")
-        fields = rest.split()
-        if fields[0] != "Z" and int(fields[2]) == pgid and (names is None or name in names):
+        info = proc_stat(entry.name)
+        if info and info[1] != "Z" and info[2] == pgid and (names is None or info[0] in names):
             pids.append(int(entry.name))
     return pids
 
@@ -130,10 +136,8 @@ def prepare() -> None:
 
 
 def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    info = proc_stat(pid)
+    return info is not None and info[1] != "Z"
 
 
 def flush(master: int) -> None:
