@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from relay import expire, policy, settings as relay_settings  # noqa: E402
-from relaytest import (IMAGE, Relay, docker, insecure_tls, securejoin_request,  # noqa: E402
+from relaytest import (IMAGE, Relay, delta_chat, docker, insecure_tls, securejoin_request,  # noqa: E402
                        submit)
 
 RESULTS = ROOT / "bench" / "results.json"
@@ -215,12 +215,7 @@ def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float 
 
 def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10,
                       pace: float = 1.0) -> dict:
-    from deltachat_rpc_client import DeltaChat, Rpc
-
-    server = str(Path(sys.executable).parent / "deltachat-rpc-server")
-    with tempfile.TemporaryDirectory() as tmp, \
-            Rpc(accounts_dir=os.path.join(tmp, "a"), rpc_server_path=server) as rpc:
-        dc = DeltaChat(rpc)
+    with tempfile.TemporaryDirectory() as tmp, delta_chat(Path(tmp) / "a") as dc:
         accounts = []
         for _ in range(2):
             acct = dc.add_account()
@@ -237,18 +232,14 @@ def federation_latency(rounds: int = 30) -> dict:
     """Delta Chat end to end across the federation of tests/fednet.py (relay-a.test sends,
     relay-b.test's client receives; real DNS, ACME certificates, DKIM): over HTTPS
     /mxdeliv, and over SMTP with STARTTLS while both relays' port 443 is down."""
-    from deltachat_rpc_client import DeltaChat, Rpc
     from fednet import Federation, dc_account
 
     fed = Federation()
-    server = str(Path(sys.executable).parent / "deltachat-rpc-server")
     try:
         started = time.monotonic()
         fed.start()
         result: dict = {"network_up_s": round(time.monotonic() - started, 1)}
-        with tempfile.TemporaryDirectory() as tmp, \
-                Rpc(accounts_dir=os.path.join(tmp, "a"), rpc_server_path=server) as rpc:
-            dc = DeltaChat(rpc)
+        with tempfile.TemporaryDirectory() as tmp, delta_chat(Path(tmp) / "a") as dc:
             pairs = [(dc_account(dc, fed.a), dc_account(dc, fed.b)) for _ in range(2)]
             result["https"] = chat_latency(*pairs[0], rounds=rounds)
             with fed.https_down():

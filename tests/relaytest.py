@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -262,3 +265,18 @@ def set_device_token(im, token: str, mailbox: str = "INBOX") -> tuple[str, list]
         if line.startswith(tag):
             status, _, text = line[len(tag) + 1:].partition(" ")
             return status, [text.strip()]
+
+
+def rpc_server_path() -> str:
+    """deltachat-rpc-server from the test venv (make venv), else from PATH."""
+    candidate = Path(sys.executable).parent / "deltachat-rpc-server"
+    return str(candidate) if candidate.exists() else (shutil.which("deltachat-rpc-server") or "")
+
+
+@contextlib.contextmanager
+def delta_chat(accounts_dir: Path):
+    """A real Delta Chat core (deltachat-rpc-server) with its accounts in ``accounts_dir``,
+    which must not exist yet."""
+    from deltachat_rpc_client import DeltaChat, Rpc
+    with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
+        yield DeltaChat(rpc)

@@ -1,23 +1,14 @@
 """Real Delta Chat clients (deltachat-rpc-server from PyPI) against the running relay."""
 
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
-from deltachat_rpc_client import DeltaChat, Rpc
 
-
-def rpc_server_path() -> str:
-    candidate = Path(sys.executable).parent / "deltachat-rpc-server"
-    return str(candidate) if candidate.exists() else (shutil.which("deltachat-rpc-server") or "")
+from relaytest import delta_chat
 
 
 @pytest.fixture(scope="session")
 def dc(tmp_path_factory):
-    accounts_dir = tmp_path_factory.mktemp("dc") / "accounts"  # must not exist yet
-    with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
-        yield DeltaChat(rpc)
+    with delta_chat(tmp_path_factory.mktemp("dc") / "accounts") as chat:
+        yield chat
 
 
 @pytest.fixture

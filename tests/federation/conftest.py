@@ -3,14 +3,10 @@ test network with real DNS and ACME (tests/fednet.py), plus Delta Chat clients."
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
-
 import pytest
-from deltachat_rpc_client import DeltaChat, Rpc
 
 from fednet import Federation, dc_account
+from relaytest import delta_chat
 
 
 @pytest.fixture(scope="session")
@@ -23,16 +19,10 @@ def fed(image_exists):
         f.close()
 
 
-def rpc_server_path() -> str:
-    candidate = Path(sys.executable).parent / "deltachat-rpc-server"
-    return str(candidate) if candidate.exists() else (shutil.which("deltachat-rpc-server") or "")
-
-
 @pytest.fixture(scope="session")
 def fed_dc(tmp_path_factory):
-    accounts_dir = tmp_path_factory.mktemp("fed-dc") / "accounts"  # must not exist yet
-    with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
-        yield DeltaChat(rpc)
+    with delta_chat(tmp_path_factory.mktemp("fed-dc") / "accounts") as chat:
+        yield chat
 
 
 @pytest.fixture
