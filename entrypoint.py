@@ -11,7 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from relay import settings, startup  # noqa: E402
+from relay import settings
+from relay.boot import startup
 
 
 def main() -> int:

@@ -5,11 +5,11 @@ Everything runs against a fresh container of the real image on loopback ports:
 * time from `docker run` to healthy, on a fresh volume and again on the same
   volume (a restart with existing data);
 * idle memory of the whole container (cgroup), image size and size above the base;
-* the filter's own cost per message (relay.policy on real corpus messages, in-process);
+* the filter's own cost per message (relay.filter.policy on real corpus messages, in-process);
 * SMTP submission -> IMAP IDLE "EXISTS" latency with plain protocol clients;
 * Delta Chat end-to-end latency (send_text until the recipient's IncomingMsg event);
 * account creation: POST /new plus the first login, p50;
-* one expiry pass (relay.expire) over 100,000 stored messages, in-process on
+* one expiry pass (relay.store.expire) over 100,000 stored messages, in-process on
   a temporary directory laid out like /data;
 * throughput: encrypted messages a second accepted and delivered with 8
   concurrent senders, and the container's peak memory meanwhile;
@@ -42,7 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from relay import expire, policy, settings as relay_settings  # noqa: E402
+from relay.store import expire
+from relay.filter import policy
+from relay import settings as relay_settings
 from relaytest import (IMAGE, Relay, delta_chat, docker, insecure_tls, securejoin_request,  # noqa: E402
                        submit)
 
@@ -258,7 +260,7 @@ def federation_latency(rounds: int = 30) -> dict:
 
 
 def expiry_pass(messages: int = 100_000, accounts: int = 100) -> dict:
-    """Time relay.expire's pass over ``messages`` small files in ``accounts`` mailboxes:
+    """Time relay.store.expire's pass over ``messages`` small files in ``accounts`` mailboxes:
     once with a tenth of them old enough to go, once more with nothing to delete."""
     settings = relay_settings.load({"MAIL_DOMAIN": "bench.example.org"})
     now = time.time()

@@ -23,7 +23,7 @@ Only regeneration needs gpg; the tests read the committed files:
     python3 tests/corpus_tools.py        # rewrites tests/corpus/ (new random keys)
 
 The helpers below (armor, packet parsing and encoding, CRC-24) are written
-independently of ``relay.openpgp`` so the tests can use them as an oracle.
+independently of ``relay.filter.openpgp`` so the tests can use them as an oracle.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def verdict(reject) -> str | int:
     return "accept" if reject is None else reject.code
 
 
-# --- OpenPGP helpers (independent of relay.openpgp) ---------------------------------
+# --- OpenPGP helpers (independent of relay.filter.openpgp) ---------------------------------
 
 def crc24(data: bytes) -> int:
     """RFC 4880 §6.1, table-free."""
@@ -207,7 +207,7 @@ def parse_packets(data: bytes) -> list[Packet]:
 
 
 def stream_shape_ok(data: bytes | None) -> bool:
-    """The SPEC §3 packet shape (with the version octets relay.openpgp knows)."""
+    """The SPEC §3 packet shape (with the version octets relay.filter.openpgp knows)."""
     if data is None:
         return False
     try:
@@ -721,7 +721,7 @@ def main() -> int:
     # cross-check against the filter, when it is importable
     sys.path.insert(0, str(CORPUS.parent.parent))
     try:
-        from relay.policy import check_incoming, check_outgoing
+        from relay.filter.policy import check_incoming, check_outgoing
     except ImportError:
         return 0
     bad = 0

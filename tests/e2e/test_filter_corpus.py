@@ -87,8 +87,8 @@ def test_incoming(relay, people, name):
     rcpts = [r for r in (fill(r, EXTERNAL_SENDER, bob["email"]) for r in case["rcpt_tos"])
              if r == bob["email"]] or [bob["email"]]
     want = expected(case["incoming"])
-    from relay.dkimcheck import from_domain
-    from relay.policy import parse
+    from relay.filter.dkimverify import from_domain
+    from relay.filter.policy import parse
     domain = from_domain(parse(text.encode()))
     if want == 250 and not (domain or "").startswith("["):
         want = 550  # the DKIM rule: no signature for a DNS domain

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.push import pending_key
+from relay.notify.push import pending_key
 from relaytest import (IMAGE, ROOT, Relay, docker, get_metadata, imap_login, securejoin_request,
                        set_device_token, submit, wait_for)
 

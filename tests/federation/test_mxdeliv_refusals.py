@@ -69,7 +69,7 @@ def test_oversized_bodies_are_413(fed, bob):
     # Far above the limit: nginx refuses it without reading it.
     assert_answer(post_mxdeliv(fed.b, b"x" * 1024, [sender], [bob["email"]], length=MAX + 1024 * 1024),
                   413)
-    # Just above: Postfix's message_size_limit refuses it (552), relay.mxdeliv says 413.
+    # Just above: Postfix's message_size_limit refuses it (552), relay.federation.mxdeliv says 413.
     big = encrypted(sender, bob["email"]) + (b"f" * 998 + b"\r\n") * (MAX // 1000 + 8)
     assert MAX < len(big) < MAX + 64 * 1024
     assert_answer(post_mxdeliv(fed.b, big, [sender], [bob["email"]]), 413, "552")

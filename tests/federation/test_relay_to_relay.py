@@ -1,6 +1,6 @@
 """Delta Chat users on two relays chat across the federation: over HTTPS /mxdeliv, and
 over SMTP with STARTTLS when HTTPS is down. Each test shows the path from the logs:
-the sending relay's Postfix logs the reply of relay.mxsend, which names the path."""
+the sending relay's Postfix logs the reply of relay.federation.mxsend, which names the path."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def chat_has(chat, text: str) -> bool:
 
 
 def sent_line(relay, recipient: str, path: str, host: str, after: int = 0) -> str:
-    """Postfix's log line for a delivery to ``recipient`` that relay.mxsend made by ``path``."""
+    """Postfix's log line for a delivery to ``recipient`` that relay.federation.mxsend made by ``path``."""
     pattern = (rf"to=<{re.escape(recipient)}>.*status=sent \(250 2\.0\.0 Ok: delivered via "
                rf"{path} to {re.escape(host)}\)")
     return wait_log(relay, pattern, 60, after)[-1]
@@ -91,7 +91,7 @@ def test_without_https_the_chat_goes_over_smtp_with_tls(fed, make_account):
         wait_log(fed.a, r"relay-mxsend: INFO relay-b\.test: https to relay-b\.test failed "
                         r"\(ConnectionRefusedError")
         # Each receiving Postfix logged a TLS session from the other relay on port 25
-        # (and relay.mxsend refuses to send without STARTTLS and a verified certificate).
+        # (and relay.federation.mxsend refuses to send without STARTTLS and a verified certificate).
         print("B:", wait_for(lambda: tls_lines(fed.b, a_ip)[b_tls:], 30, 0.3,
                              "TLS from relay A in B's log")[-1])
         print("A:", wait_for(lambda: tls_lines(fed.a, b_ip)[a_tls:], 30, 0.3,

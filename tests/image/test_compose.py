@@ -59,7 +59,7 @@ def compose_up(image_exists, tmp_path_factory):
 
 def test_compose_up_is_healthy_and_logs_each_service(compose_up):
     compose, name, container = compose_up
-    programs = ("syslog", "relay-auth", "relay-web", "relay-filter", "relay-expire", "relay-certs",
+    programs = ("syslog", "relay-auth", "relay-signup", "relay-filter", "relay-expire", "relay-certs",
                 "relay-metadata", "relay-mxdeliv", "relay-mxsend", "opendkim", "coturn", "dovecot",
                 "postfix", "nginx")
 

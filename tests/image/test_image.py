@@ -47,10 +47,10 @@ def test_nginx_workers_unprivileged(host):
     assert workers and {p.user for p in workers} == {"www-data"}
 
 
-@pytest.mark.parametrize("module,user", [("relay.auth", "relayauth"), ("relay.web", "relayweb"),
-                                         ("relay.mxdeliv", "relaymxdeliv"),
-                                         ("relay.mxsend", "relaymxsend"),
-                                         ("relay.metadata", "relaypush")])
+@pytest.mark.parametrize("module,user", [("relay.accounts.auth", "relayauth"), ("relay.accounts.signup", "relaysignup"),
+                                         ("relay.federation.mxdeliv", "relaymxdeliv"),
+                                         ("relay.federation.mxsend", "relaymxsend"),
+                                         ("relay.notify.metadata", "relaypush")])
 def test_our_helpers_run_as_their_own_users(host, module, user):
     procs = [p for p in host.process.filter(comm="python3") if f"-m {module}" in p.args]
     assert len(procs) == 1
@@ -59,13 +59,13 @@ def test_our_helpers_run_as_their_own_users(host, module, user):
 
 # Who each process of the container runs as. Root only where a daemon's master
 # must start listeners or children under other users (and supervisord, the
-# syslog socket in /dev, and relay.expire, which deletes files of two users).
+# syslog socket in /dev, and relay.store.expire, which deletes files of two users).
 PROCESS_USERS = {
-    "supervisord": "root", "busybox": "root", "relay.expire": "root", "postfix_master.sh": "root",
+    "supervisord": "root", "busybox": "root", "relay.store.expire": "root", "postfix_master.sh": "root",
     "master": "root", "dovecot": "root", "log": "root", "config": "root", "nginx: master": "root",
-    "relay.auth": "relayauth", "relay.web": "relayweb", "relay.filter": "relayfilter",
-    "relay.metadata": "relaypush", "relay.mxdeliv": "relaymxdeliv", "relay.mxsend": "relaymxsend",
-    "relay.certwatch": "root", "turnserver": "turnserver",
+    "relay.accounts.auth": "relayauth", "relay.accounts.signup": "relaysignup", "relay.filter": "relayfilter",
+    "relay.notify.metadata": "relaypush", "relay.federation.mxdeliv": "relaymxdeliv", "relay.federation.mxsend": "relaymxsend",
+    "relay.certs": "root", "turnserver": "turnserver",
     "opendkim": "opendkim", "nginx: worker": "www-data",
     "imap-login": "dovenull", "dovecot/anvil": "dovecot", "stats": "dovecot", "auth": "dovecot",
     "auth-worker": "dovecot", "imap": "vmail", "dovecot/lmtp": "vmail",
@@ -76,9 +76,9 @@ PROCESS_USERS = {
 
 
 def process_key(comm: str, args: str) -> str:
-    if (comm == "sh" and "relay.expire" in args) or args == "sleep 3600":
-        return "relay.expire"  # the hourly loop of supervisord's relay-expire program
-    if comm == "sh" and args.endswith("/relay/postfix_master.sh"):
+    if (comm == "sh" and "relay.store.expire" in args) or args == "sleep 3600":
+        return "relay.store.expire"  # the hourly loop of supervisord's relay-expire program
+    if comm == "sh" and args.endswith("/relay/delivery/postfix_master.sh"):
         return "postfix_master.sh"  # the wrapper of Postfix's master
     if comm == "python3":
         return args.split(" -m ", 1)[1].split()[0] if " -m " in args else args
@@ -101,7 +101,7 @@ def test_every_process_runs_as_its_own_user(relay):
         assert key in PROCESS_USERS, f"unexpected process {comm!r} ({args!r}) as {user}"
         assert user == PROCESS_USERS[key], f"{args!r} runs as {user}, not {PROCESS_USERS[key]}"
         seen[key] = user
-    for key in ("relay.auth", "relay.filter", "relay.web", "opendkim", "imap-login", "qmgr",
+    for key in ("relay.accounts.auth", "relay.filter", "relay.accounts.signup", "opendkim", "imap-login", "qmgr",
                 "nginx: worker", "auth"):
         assert key in seen, key
 

@@ -9,7 +9,7 @@ time: Dovecot's duplicate database lost such records until our patch
 twice from several connections at once, as the repeats after a crash do.
 
 A crash between Dovecot's store and its record is covered at the next start by
-relay/deliveronce.py, which writes the record itself: its ids must be the very
+relay/delivery/deliveronce.py, which writes the record itself: its ids must be the very
 ones Dovecot computes.
 """
 
@@ -20,7 +20,7 @@ import collections
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from relay import deliveronce
+from relay.delivery import deliveronce
 from relaytest import wait_for
 from reliability_tools import account, encrypted, message_ids, smtp_login
 

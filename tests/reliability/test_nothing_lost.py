@@ -16,7 +16,7 @@ know). The counts are printed, written to <pytest tmp>/nothing_lost/<case>.json
 and shown in the terminal summary.
 
 Nothing accepted is ever lost, and nothing is delivered twice. A graceful stop
-drains Postfix (relay/postfix_master.py), so no delivery is cut in half. SIGKILL can
+drains Postfix (relay/delivery/postfix_master.py), so no delivery is cut in half. SIGKILL can
 cut one in half: a message that Dovecot has stored but whose 250 Postfix has not
 yet recorded is delivered again after the restart (Postfix guarantees at least
 once). Dovecot recognises the repeat by its Message-ID and drops it
@@ -118,7 +118,7 @@ class Load:
 
 
 def records_added(logs: str) -> int:
-    """Records of cut-off deliveries relay.deliveronce added at the starts so far."""
+    """Records of cut-off deliveries relay.delivery.deliveronce added at the starts so far."""
     return sum(int(n) for n in re.findall(r"postfix: recorded (\d+) deliver", logs))
 
 
@@ -194,7 +194,7 @@ def test_accepted_mail_survives_the_container_dying_under_load(loaded_relay, rep
             "cut_off_but_delivered": sum(1 for mid in load.cut_off if in_mailbox[mid]),
             "unknown_in_mailbox": sum(1 for mid in in_mailbox if not mid.startswith(prefix)),
             # how exactly-once came about: repeats Dovecot dropped, and records of
-            # deliveries the crash had cut off that relay.deliveronce added at the start
+            # deliveries the crash had cut off that relay.delivery.deliveronce added at the start
             "repeats_dropped": len(re.findall(rf"msgid=<{prefix}\d+@reliability\.test>: discard action",
                                               logs := relay.logs())),
             "records_added_at_start": records_added(logs) - records_before,

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from relay import accounts
+from relay.accounts import store as accounts
 
 DOMAIN = "chat.example.org"
 

@@ -1,4 +1,4 @@
-"""Property tests of relay.auth's two wire parsers (hypothesis, bounded: seconds in all).
+"""Property tests of relay.accounts.auth's two wire parsers (hypothesis, bounded: seconds in all).
 
 Dovecot's dict protocol (lines, TAB-escaped) and Postfix's socketmap protocol
 (netstrings) are read from UNIX sockets. Whatever bytes arrive:
@@ -21,7 +21,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fuzzing import FUZZ, talk
-from relay import accounts, auth
+from relay.accounts import store as accounts
+from relay.accounts import auth
+from relay.wire import dovecot_dict
 from relay.settings import load
 
 DOMAIN = "chat.example.org"
@@ -72,7 +74,7 @@ def creatable(address: str, password: str) -> bool:
 
 
 @FUZZ
-@given(lines=st.lists(st.one_of(keys.map(lambda k: "L" + auth.tab_escape(k) + "\tuser"),
+@given(lines=st.lists(st.one_of(keys.map(lambda k: "L" + dovecot_dict.tab_escape(k) + "\tuser"),
                                 st.text(max_size=80)), max_size=8))
 def test_dict_line_answers_every_command_with_one_line(fresh_root, lines):
     root = fresh_root()
@@ -93,14 +95,14 @@ def test_dict_line_answers_every_command_with_one_line(fresh_root, lines):
 def test_passdb_creates_exactly_the_valid_accounts(fresh_root, address, password):
     root = fresh_root()
     a = authority(root)
-    reply = a.dict_line("L" + auth.tab_escape(f"shared/passdb/{address}/{password}") + "\tuser")
+    reply = a.dict_line("L" + dovecot_dict.tab_escape(f"shared/passdb/{address}/{password}") + "\tuser")
     created = sorted(p.name for p in root.iterdir())
     if creatable(address, password):
         assert reply.startswith("O") and created == [address]
-        stored = json.loads(auth.tab_unescape(reply[1:-1]))["password"]
+        stored = json.loads(dovecot_dict.tab_unescape(reply[1:-1]))["password"]
         assert stored == "{PLAIN}" + password
         # the userdb and the socketmap now know the mailbox
-        assert a.dict_line("L" + auth.tab_escape(f"shared/userdb/{address}") + "\tuser").startswith("O")
+        assert a.dict_line("L" + dovecot_dict.tab_escape(f"shared/userdb/{address}") + "\tuser").startswith("O")
         assert a.socketmap_request(f"mailbox {address}") == "OK exists"
     else:
         assert reply == "N\n" and created == []
@@ -109,16 +111,16 @@ def test_passdb_creates_exactly_the_valid_accounts(fresh_root, address, password
 @FUZZ
 @given(text=st.text(max_size=200))
 def test_tab_escaping_round_trips_and_unescape_never_raises(text):
-    escaped = auth.tab_escape(text)
+    escaped = dovecot_dict.tab_escape(text)
     assert "\t" not in escaped and "\n" not in escaped and "\r" not in escaped and "\0" not in escaped
-    assert auth.tab_unescape(escaped) == text
-    auth.tab_unescape(text)  # arbitrary input, including a lone trailing \1
+    assert dovecot_dict.tab_unescape(escaped) == text
+    dovecot_dict.tab_unescape(text)  # arbitrary input, including a lone trailing \1
 
 
 @FUZZ
 @given(data=st.one_of(st.binary(max_size=400),
                       st.lists(keys, max_size=5).map(
-                          lambda ks: "".join("L" + auth.tab_escape(k) + "\tuser\n" for k in ks).encode())),
+                          lambda ks: "".join("L" + dovecot_dict.tab_escape(k) + "\tuser\n" for k in ks).encode())),
        chunks=st.lists(st.integers(0, 1000), max_size=4))
 def test_dict_server_answers_whatever_arrives(fresh_root, data, chunks):
     root = fresh_root()
@@ -138,7 +140,7 @@ def test_dict_server_survives_an_overlong_line(fresh_root):
     a = authority(root)
     assert talk(lambda r, w: auth.serve_dict(a, r, w), b"L" + b"x" * 200_000 + b"\n", []) == b""
     ok = talk(lambda r, w: auth.serve_dict(a, r, w),
-              ("L" + auth.tab_escape(f"shared/userdb/nobody@{DOMAIN}") + "\tuser\n").encode(), [])
+              ("L" + dovecot_dict.tab_escape(f"shared/userdb/nobody@{DOMAIN}") + "\tuser\n").encode(), [])
     assert ok == b"N\n"
 
 
@@ -149,7 +151,7 @@ def netstring(payload: bytes) -> bytes:
 
 
 def parse_netstrings(data: bytes) -> list[bytes]:
-    """Independent of relay.auth: the whole answer must be netstrings back to back."""
+    """Independent of relay.accounts.auth: the whole answer must be netstrings back to back."""
     out = []
     while data:
         match = re.match(rb"(0|[1-9]\d*):", data)

@@ -1,10 +1,11 @@
-"""relay.auth's two wire protocols, driven with the lines Dovecot and Postfix send."""
+"""relay.accounts.auth's two wire protocols, driven with the lines Dovecot and Postfix send."""
 
 import json
 
 import pytest
 
-from relay import auth
+from relay.accounts import auth
+from relay.wire import dovecot_dict, socketmap
 from relay.settings import load
 
 DOMAIN = "chat.example.org"
@@ -17,7 +18,7 @@ def authority(tmp_path, monkeypatch):
 
 
 def lookup(authority, key):
-    return authority.dict_line("L" + auth.tab_escape(key) + "\tuser")
+    return authority.dict_line("L" + dovecot_dict.tab_escape(key) + "\tuser")
 
 
 def test_hello_gets_no_reply(authority):
@@ -27,11 +28,11 @@ def test_hello_gets_no_reply(authority):
 def test_first_login_creates_then_password_must_match(authority, tmp_path):
     reply = lookup(authority, "shared/passdb/abcdefghi@chat.example.org/goodpassword")
     assert reply.startswith("O")
-    stored = json.loads(auth.tab_unescape(reply[1:].rstrip("\n")))["password"]
+    stored = json.loads(dovecot_dict.tab_unescape(reply[1:].rstrip("\n")))["password"]
     assert stored.startswith("{SHA512-CRYPT}")
     # later lookups answer the stored hash whatever password is offered: Dovecot compares
     again = lookup(authority, "shared/passdb/abcdefghi@chat.example.org/otherpassword")
-    assert json.loads(auth.tab_unescape(again[1:].rstrip("\n")))["password"] == stored
+    assert json.loads(dovecot_dict.tab_unescape(again[1:].rstrip("\n")))["password"] == stored
     assert (tmp_path / "abcdefghi@chat.example.org").exists()
 
 
@@ -61,7 +62,7 @@ def test_creation_refused_when_short_of_resources(tmp_path, monkeypatch):
 def test_userdb_only_for_existing_accounts(authority):
     assert lookup(authority, "shared/userdb/abcdefghi@chat.example.org") == "N\n"
     lookup(authority, "shared/passdb/abcdefghi@chat.example.org/goodpassword")
-    reply = json.loads(auth.tab_unescape(lookup(authority, "shared/userdb/abcdefghi@chat.example.org")[1:]))
+    reply = json.loads(dovecot_dict.tab_unescape(lookup(authority, "shared/userdb/abcdefghi@chat.example.org")[1:]))
     assert reply == {"home": "/data/mail/abcdefghi@chat.example.org", "uid": "vmail", "gid": "vmail"}
 
 
@@ -75,8 +76,8 @@ def test_socketmap(authority):
 
 def test_tab_escaping_roundtrip():
     text = "a\tb\nc\rd\1e\0f"
-    assert auth.tab_unescape(auth.tab_escape(text)) == text
+    assert dovecot_dict.tab_unescape(dovecot_dict.tab_escape(text)) == text
 
 
 def test_netstring():
-    assert auth.netstring("OK exists") == b"9:OK exists,"
+    assert socketmap.netstring("OK exists") == b"9:OK exists,"

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from relay import acme, certs
+from relay.certs import acme
+from relay.certs import files as certs
 
 
 def make_cert(tmp_path, name="chat.example.org", days=30, key=None, stem="c"):

@@ -1,4 +1,4 @@
-"""relay.deliveronce: the records of deliveries a crash cut off, in Dovecot's format.
+"""relay.delivery.deliveronce: the records of deliveries a crash cut off, in Dovecot's format.
 
 That the ids are the ones Dovecot's Sieve `duplicate` test computes is checked
 against Dovecot itself in tests/reliability/test_deliver_once.py."""
@@ -7,7 +7,7 @@ import os
 import struct
 import time
 
-from relay import deliveronce
+from relay.delivery import deliveronce
 
 NOW = 1_800_000_000.0
 USER = "alice@chat.example.org"

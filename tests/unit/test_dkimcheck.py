@@ -5,7 +5,7 @@ import subprocess
 import dkim
 import pytest
 
-from relay import dkimcheck
+from relay.filter import dkimverify as dkimcheck
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from relay import cli, dnsrecords as d, settings
+from relay.ops import relayctl as cli
+from relay.ops import dnsrecords as d
+from relay import settings
 
 DOMAIN = "chat.example.org"
 ORIGIN = DOMAIN + "."

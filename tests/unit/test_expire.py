@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from relay import expire
+from relay.store import expire
 from relay.settings import load
 
 DAY = 86400

@@ -3,8 +3,8 @@
 * nothing raises, whatever the bytes;
 * random bytes and mutated cleartext messages are never accepted;
 * a mutated encrypted message is accepted only if it still is OpenPGP/MIME, judged
-  by relay.openpgp itself and by the independent oracle of tests/corpus_tools.py;
-* relay.openpgp's packet-stream check agrees with the oracle on random packet
+  by relay.filter.openpgp itself and by the independent oracle of tests/corpus_tools.py;
+* relay.filter.openpgp's packet-stream check agrees with the oracle on random packet
   streams and on mutations of real gpg packet streams (re-armored with a valid
   CRC, so the mutation reaches the packet parser instead of the checksum).
 """
@@ -15,8 +15,9 @@ from hypothesis import event, given, strategies as st
 
 import corpus_tools as ct
 from fuzzing import FUZZ
-from relay import openpgp, policy
-from relay.policy import check_incoming, check_outgoing
+from relay.filter import openpgp
+from relay.filter import policy
+from relay.filter.policy import check_incoming, check_outgoing
 
 SENDER = "k3x9q2m7a@_chat.example.test"
 RECIPIENT = "p8w2z4r1b@_chat.example.test"
@@ -295,7 +296,7 @@ def test_mutated_armor_decodes_to_the_same_bytes_or_nothing(raw):
     got = openpgp.dearmor(text, allow_version=True)
     event(f"armor {'decoded' if got is not None else 'refused'}")
     if got is not None:
-        assert got == ct.unarmor(text), "relay.openpgp and the oracle decode differently"
+        assert got == ct.unarmor(text), "relay.filter.openpgp and the oracle decode differently"
         # the CRC line is still there: whatever decodes is what gpg armored
         if any(line.rstrip(" \t\r").startswith("=") and len(line.rstrip(" \t\r")) == 5
                for line in text.split("\n")[-3:]):

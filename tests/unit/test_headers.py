@@ -1,4 +1,4 @@
-from relay.headers import replace_header
+from relay.filter.headers import replace_header
 
 
 def test_replaces_folded_subject_in_place():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from relay import datadir, paths
+from relay.boot import datadir
+from relay import paths
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""relay.metadata's side of Dovecot's dict protocol, and the TURN credentials it hands out."""
+"""relay.notify.metadata's side of Dovecot's dict protocol, and the TURN credentials it hands out."""
 
 import base64
 import hashlib
@@ -6,7 +6,9 @@ import hmac
 
 import pytest
 
-from relay import metadata, push, turn
+from relay.notify import metadata
+from relay.notify import push
+from relay.notify import turn
 from relay.settings import load
 
 GUID = "0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""Property tests of relay.metadata's side of Dovecot's dict protocol (hypothesis).
+"""Property tests of relay.notify.metadata's side of Dovecot's dict protocol (hypothesis).
 
 Dovecot's imap and lmtp processes send METADATA requests of our users and new-mail
 events here; the keys, values and user names in them come from IMAP clients.
@@ -23,8 +23,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fuzzing import FUZZ, talk
-from relay import accounts, metadata, push
-from relay.auth import tab_escape
+from relay.accounts import store as accounts
+from relay.notify import metadata
+from relay.notify import push
+from relay.accounts.auth import tab_escape
 from relay.settings import load
 from test_metadata_dict import Notified
 

@@ -1,4 +1,4 @@
-"""relay.mxdeliv: request checks and the mapping of Postfix's replies to HTTP answers.
+"""relay.federation.mxdeliv: request checks and the mapping of Postfix's replies to HTTP answers.
 
 The HTTP side runs the real handler on a UNIX socket; Postfix is replaced by a
 scripted SMTP session (the real one is exercised in tests/federation/)."""
@@ -11,8 +11,9 @@ import threading
 
 import pytest
 
-from relay import mxdeliv, unixhttp
-from relay.mxdeliv import Answer
+from relay.federation import mxdeliv
+from relay.wire import unixhttp
+from relay.federation.mxdeliv import Answer
 
 
 @pytest.mark.parametrize("froms,tos,want", [

@@ -1,4 +1,4 @@
-"""relay.mxsend: answer mapping, MX choice, the HTTPS-then-SMTP order and the LMTP
+"""relay.federation.mxsend: answer mapping, MX choice, the HTTPS-then-SMTP order and the LMTP
 conversation (over a real UNIX socket; deliveries replaced by a recorder)."""
 
 import asyncio
@@ -9,8 +9,9 @@ import dns.name
 import dns.resolver
 import pytest
 
-from relay import mxsend
-from relay.mxsend import DeliveryError, Destination, HostFailed, Sender
+from relay.federation import mxsend
+from relay.wire.tls import ClientContexts
+from relay.federation.mxsend import DeliveryError, Destination, HostFailed, Sender
 
 
 # --- replies --------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Recorder:
                 raise result
             return {r: result for r in rcpts}
 
-        return Sender("relay-a.test", mxsend.TLSContexts(), resolve, post, smtp)
+        return Sender("relay-a.test", ClientContexts(), resolve, post, smtp)
 
 
 def test_https_answer_is_used():
@@ -200,7 +201,7 @@ def test_dns_failure_is_the_reply():
     def resolve(domain):
         raise DeliveryError("451 4.4.3 MX lookup for d.test failed: Timeout")
 
-    s = Sender("relay-a.test", mxsend.TLSContexts(), resolve)
+    s = Sender("relay-a.test", ClientContexts(), resolve)
     assert s.deliver("d.test", "", ["x@d.test"], b"m") == {
         "x@d.test": "451 4.4.3 MX lookup for d.test failed: Timeout"}
 

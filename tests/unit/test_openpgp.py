@@ -1,4 +1,4 @@
-"""relay.openpgp: packet framing, CRC-24, ASCII armor and the OpenPGP/MIME shape."""
+"""relay.filter.openpgp: packet framing, CRC-24, ASCII armor and the OpenPGP/MIME shape."""
 
 import base64
 import email
@@ -6,8 +6,8 @@ import email
 import pytest
 
 import corpus_tools as ct
-from relay import openpgp
-from relay.openpgp import crc24, dearmor, is_encrypted_stream, packets
+from relay.filter import openpgp
+from relay.filter.openpgp import crc24, dearmor, is_encrypted_stream, packets
 
 SENDER = "k3x9q2m7a@_chat.example.test"
 RECIPIENT = "p8w2z4r1b@_chat.example.test"

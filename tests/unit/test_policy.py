@@ -11,8 +11,8 @@ import re
 import pytest
 
 import corpus_tools as ct
-from relay import policy
-from relay.policy import check_incoming, check_outgoing
+from relay.filter import policy
+from relay.filter.policy import check_incoming, check_outgoing
 
 SENDER = "k3x9q2m7a@_chat.example.test"
 RECIPIENT = "p8w2z4r1b@_chat.example.test"

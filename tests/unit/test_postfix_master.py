@@ -1,11 +1,11 @@
-"""relay.postfix_master's drain, with real processes standing in for Postfix's."""
+"""relay.delivery.postfix_master's drain, with real processes standing in for Postfix's."""
 
 import os
 import subprocess
 import sys
 import time
 
-from relay import postfix_master
+from relay.delivery import postfix_master
 
 
 def spawn_group(script: str) -> subprocess.Popen:

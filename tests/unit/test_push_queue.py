@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from relay import push
+from relay.notify import push
+from relay.wire.tls import client_context
 
 DAY = 86400
 NOW = 2_000_000_000
@@ -333,7 +334,7 @@ def local_server():
 
 def test_gateway_posts_the_token_as_body(local_server):
     url = f"http://127.0.0.1:{local_server.server_address[1]}/notify"
-    gateway = push.Gateway(url, push.tls_context(), timeout=5)
+    gateway = push.Gateway(url, client_context(cafile=None), timeout=5)
     assert gateway.post("openpgp:abc") == 200
     Recorder.status = 410
     assert gateway.post("openpgp:def") == 410     # on the kept-alive connection
@@ -345,7 +346,7 @@ def test_gateway_down_raises(local_server):
     port = local_server.server_address[1]
     local_server.shutdown()
     local_server.server_close()
-    gateway = push.Gateway(f"http://127.0.0.1:{port}/notify", push.tls_context(), timeout=2)
+    gateway = push.Gateway(f"http://127.0.0.1:{port}/notify", client_context(cafile=None), timeout=2)
     with pytest.raises(OSError):
         gateway.post("openpgp:abc")
 
@@ -354,4 +355,4 @@ def test_extra_ca_file_must_be_pem(tmp_path):
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")
     with pytest.raises(Exception):
-        push.tls_context(str(bad))
+        client_context(cafile=bad)

@@ -2,7 +2,9 @@
 
 import pytest
 
-from relay import render, settings, startup
+from relay.boot import render
+from relay import settings
+from relay.boot import startup
 
 
 @pytest.fixture

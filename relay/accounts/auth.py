@@ -1,0 +1,149 @@
+"""Create-on-login authentication, answered over UNIX sockets.
+
+Two small protocols are served from one asyncio loop:
+
+* Dovecot's dict proxy protocol, used by its passdb and userdb (and so by
+  Postfix SMTP AUTH, which asks Dovecot). The passdb key carries the plain
+  password, so that the first login for an unknown address of our domain can
+  create the account. We answer with the stored salted hash; Dovecot compares.
+* Postfix's socketmap protocol, for ``virtual_mailbox_maps``: does this
+  mailbox exist? Unknown recipients are refused at RCPT time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from relay.accounts import store as accounts
+from relay import logs
+from relay import paths
+from relay import settings as settings_mod
+from relay.wire import socketmap
+from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
+from relay.wire.listen import stream_server
+
+log = logging.getLogger("relay-auth")
+
+class Authority:
+    """Answers lookups from the account store, creating accounts on first login."""
+
+    def __init__(self, settings: dict, root: Path = paths.ACCOUNTS) -> None:
+        self.settings = settings
+        self.domain = settings["MAIL_DOMAIN"]
+        self.root = root
+
+    def passdb(self, address: str, password: str) -> dict | None:
+        if not accounts.is_local(address, self.domain):
+            return None
+        hashed = accounts.read_hash(address, self.root)
+        if hashed is None:
+            hashed = self._create(address, password)
+            if hashed is None:
+                return None
+        else:
+            accounts.record_login(address, self.root)
+        return {"password": hashed}
+
+    def _create(self, address: str, password: str) -> str | None:
+        s = self.settings
+        reason = accounts.check_new_address(
+            address, self.domain, s["USERNAME_MIN_LENGTH"], s["USERNAME_MAX_LENGTH"])
+        if reason is None and len(password) < s["PASSWORD_MIN_LENGTH"]:
+            reason = f"password shorter than {s['PASSWORD_MIN_LENGTH']} characters"
+        if reason is None:
+            refusal = accounts.creation_refusal(s)
+            if refusal is not None:
+                log.warning("new account refused: %s", refusal)
+                return None
+        if reason is not None:
+            log.info("no account created: %s", reason)
+            return None
+        hashed = accounts.create(address, password, self.root)
+        log.info("account created (%d in all)", accounts.count(self.root))
+        return hashed
+
+    def userdb(self, address: str) -> dict | None:
+        if not accounts.is_local(address, self.domain):
+            return None
+        if accounts.read_hash(address, self.root) is None:
+            return None
+        return {"home": str(paths.MAIL / address), "uid": "vmail", "gid": "vmail"}
+
+    def mailbox_exists(self, address: str) -> bool:
+        address = address.lower()
+        return accounts.is_local(address, self.domain) and \
+            accounts.read_hash(address, self.root) is not None
+
+    # --- Dovecot dict protocol -------------------------------------------------
+
+    def dict_line(self, line: str) -> str | None:
+        """One command line in, one reply line out (None: no reply expected)."""
+        if not line:
+            return None
+        cmd, rest = line[0], line[1:]
+        if cmd == "H":
+            return None
+        if cmd == "L":
+            key = tab_unescape(rest.split("\t", 1)[0])
+            try:
+                value = self.dict_lookup(key)
+            except Exception as exc:  # never leave Dovecot waiting
+                log.exception("lookup failed")
+                return "F" + tab_escape(f"internal error: {type(exc).__name__}") + "\n"
+            if value is None:
+                return "N\n"
+            return "O" + tab_escape(json.dumps(value)) + "\n"
+        log.warning("unsupported dict command %r", cmd)
+        return "F" + tab_escape(f"unsupported command {cmd}") + "\n"
+
+    def dict_lookup(self, key: str) -> dict | None:
+        key = key.removeprefix("shared/")
+        kind, _, rest = key.partition("/")
+        if kind == "passdb":
+            address, _, password = rest.partition("/")
+            return self.passdb(address, password)
+        if kind == "userdb":
+            return self.userdb(rest)
+        return None
+
+    # --- Postfix socketmap protocol ----------------------------------------------
+
+    def socketmap_request(self, request: str) -> str:
+        name, _, key = request.partition(" ")
+        if name != "mailbox":
+            return "PERM unknown map"
+        try:
+            return "OK exists" if self.mailbox_exists(key) else "NOTFOUND "
+        except Exception as exc:
+            log.exception("mailbox lookup failed")
+            return f"TEMP internal error {type(exc).__name__}"
+
+
+async def serve_dict(authority: Authority, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    await serve_dict_lines(authority.dict_line, reader, writer, log)
+
+
+async def serve_socketmap(authority: Authority, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+    await socketmap.serve_socketmap(authority.socketmap_request, reader, writer)
+
+
+async def main() -> None:
+    logs.setup("relay-auth")
+    authority = Authority(settings_mod.load(os.environ))
+    servers = [
+        await stream_server(lambda r, w: serve_dict(authority, r, w), paths.AUTH_DICT_SOCKET),
+        await stream_server(lambda r, w: serve_socketmap(authority, r, w),
+                            paths.ACCOUNTS_MAP_SOCKET),
+    ]
+    log.info("serving %s and %s", paths.AUTH_DICT_SOCKET, paths.ACCOUNTS_MAP_SOCKET)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,123 @@
+"""The account store: one small file per account below /data/accounts.
+
+The file holds the salted password hash (SHA512-CRYPT, as Dovecot verifies it)
+and its modification time is the day of the last login. Nothing else about a
+user is stored.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import secrets
+import string
+import warnings
+from pathlib import Path
+
+from relay import paths
+from relay import system
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # Debian 12's Python 3.11 still has it; Dovecot verifies the result
+
+LOCALPART_CHARS = re.compile(r"^[a-z0-9._-]+$")
+RANDOM_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def is_local(address: str, domain: str) -> bool:
+    """True when ``address`` can name an account of ``domain`` (and so a file name)."""
+    localpart, at, addr_domain = address.rpartition("@")
+    return (bool(at) and addr_domain == domain and bool(LOCALPART_CHARS.match(localpart))
+            and localpart[0] not in ".-")
+
+
+def account_file(address: str, root: Path = paths.ACCOUNTS) -> Path:
+    if "/" in address or address.startswith("."):
+        raise ValueError("not an account name")
+    return root / address
+
+
+def hash_password(password: str) -> str:
+    return "{SHA512-CRYPT}" + crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
+
+
+def check_new_address(address: str, domain: str, min_len: int, max_len: int) -> str | None:
+    """Why ``address`` cannot become an account of ``domain``, or None when it can."""
+    if not is_local(address, domain) or address.rpartition("@")[0].endswith("."):
+        return "not a valid address of this relay"
+    localpart = address.rpartition("@")[0]
+    if not min_len <= len(localpart) <= max_len:
+        return f"local part must have {min_len} to {max_len} characters"
+    return None
+
+
+def creation_refusal(settings: dict) -> str | None:
+    """Why no account may be created right now, or None when creation is allowed."""
+    if not settings["ACCOUNT_CREATION"]:
+        return "account creation is switched off (ACCOUNT_CREATION)"
+    if paths.NOCREATE_FLAG.exists():
+        return "account creation is switched off by the operator"
+    load = system.load_average()
+    if load > settings["CREATE_MAX_LOAD"]:
+        return f"load average {load:.1f} is above {settings['CREATE_MAX_LOAD']}"
+    memory = system.available_memory()
+    if memory < settings["CREATE_MIN_FREE_MEMORY"]:
+        return f"only {memory >> 20} MiB of memory available"
+    disk = system.free_disk(paths.DATA)
+    if disk < settings["CREATE_MIN_FREE_DISK"]:
+        return f"only {disk >> 20} MiB free on /data"
+    return None
+
+
+def read_hash(address: str, root: Path = paths.ACCOUNTS) -> str | None:
+    try:
+        return account_file(address, root).read_text().strip()
+    except FileNotFoundError:
+        return None
+
+
+def create(address: str, password: str, root: Path = paths.ACCOUNTS) -> str:
+    """Store a new account and return its hash; if it appeared meanwhile, return that one."""
+    target = account_file(address, root)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}")
+    hashed = hash_password(password)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(hashed + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, target)  # fails if a concurrent first login won the race
+    except FileExistsError:
+        return read_hash(address, root) or hashed
+    finally:
+        os.unlink(tmp)  # also when the disk is full: no half-written file stays behind
+    return hashed
+
+
+def record_login(address: str, root: Path = paths.ACCOUNTS) -> None:
+    """Set the account file's mtime to now, at most once a day (day resolution is enough)."""
+    path = account_file(address, root)
+    try:
+        last = datetime.date.fromtimestamp(path.stat().st_mtime)
+    except FileNotFoundError:
+        return
+    if last != datetime.date.today():
+        os.utime(path)
+
+
+def count(root: Path = paths.ACCOUNTS) -> int:
+    try:
+        return sum(1 for e in os.scandir(root) if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+def random_localpart(length: int) -> str:
+    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
+
+
+def random_password(min_length: int) -> str:
+    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(max(min_length + 3, 20)))

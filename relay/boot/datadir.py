@@ -1,0 +1,147 @@
+"""Prepare the data volume: directories, owners, modes and the layout version.
+
+Runs at every start and is idempotent. Ownership is fixed recursively only
+when the top of a directory is wrong (a fresh volume, a restored backup, a bind
+mount made by another user), so a large volume does not slow every start.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from relay import paths
+
+
+log = logging.getLogger("relay.boot.datadir")
+
+
+class LayoutError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Dir:
+    path: Path
+    user: str
+    group: str
+    mode: int
+
+
+DIRS: tuple[Dir, ...] = (
+    Dir(paths.DATA, "root", "root", 0o755),
+    Dir(paths.MAIL, "vmail", "vmail", 0o700),
+    Dir(paths.ACCOUNTS, "relayauth", "relayauth", 0o700),
+    Dir(paths.POSTFIX_QUEUE, "root", "root", 0o755),
+    Dir(paths.TLS, "root", "root", 0o700),
+    Dir(paths.ACME_ACCOUNT, "relayacme", "relayacme", 0o700),
+    Dir(paths.DKIM, "opendkim", "opendkim", 0o700),
+    Dir(paths.STATE, "root", "root", 0o755),
+    Dir(paths.PUSH, "relaypush", "relaypush", 0o700),
+    Dir(paths.PUSH_TOKENS, "relaypush", "relaypush", 0o700),
+    Dir(paths.PUSH_QUEUE, "relaypush", "relaypush", 0o700),
+)
+
+RUN_DIRS: tuple[Dir, ...] = (
+    Dir(paths.RUN, "root", "root", 0o755),
+    # A socket is reachable only by who may enter its directory: the group of
+    # each directory is the one daemon that talks to that helper.
+    Dir(paths.AUTH_DICT_SOCKET.parent, "relayauth", "dovecot", 0o750),
+    Dir(paths.ACCOUNTS_MAP_SOCKET.parent, "relayauth", "postfix", 0o750),
+    Dir(paths.SIGNUP_SOCKET.parent, "relaysignup", "www-data", 0o750),
+    Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
+    Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
+    Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),
+    # Dovecot's imap and lmtp processes run as vmail.
+    Dir(paths.METADATA_SOCKET.parent, "relaypush", "vmail", 0o750),
+    Dir(paths.COTURN_RUN, "turnserver", "turnserver", 0o750),
+    Dir(paths.ACME_CHALLENGES, "relayacme", "relayacme", 0o755),
+    # Postfix is a member of the opendkim group, to reach the milter socket.
+    Dir(paths.OPENDKIM_RUN, "opendkim", "opendkim", 0o750),
+    Dir(paths.RENDERED, "root", "root", 0o755),
+    Dir(paths.POSTFIX_DATA, "postfix", "postfix", 0o700),
+    Dir(paths.DOVECOT_STATE, "root", "root", 0o755),
+    Dir(paths.SIEVE_BIN, "vmail", "vmail", 0o700),
+    Dir(paths.NGINX_TEMP, "root", "root", 0o755),
+)
+
+
+def _ids(user: str, group: str) -> tuple[int, int]:
+    return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+
+
+def ensure_dir(d: Dir) -> None:
+    uid, gid = _ids(d.user, d.group)
+    d.path.mkdir(parents=True, exist_ok=True)
+    st = d.path.stat()
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        for root, dirs, files in os.walk(d.path):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
+        os.chown(d.path, uid, gid)
+    if st.st_mode & 0o7777 != d.mode:
+        os.chmod(d.path, d.mode)
+
+
+# Migrations: MIGRATIONS[n] turns a layout-n volume into layout n+1. Each step
+# is idempotent (a start interrupted halfway runs it again) and logged.
+def _from_unversioned() -> None:
+    """Layout 0: a volume without LAYOUT_VERSION, from before the file existed.
+    Its files are where layout 1 wants them; only owners and modes (fixed by
+    ensure_dir for the directories) may differ."""
+
+
+MIGRATIONS: dict[int, Callable[[], None]] = {0: _from_unversioned}
+
+
+def migrate(found: int, target: int = paths.LAYOUT_VERSION) -> list[int]:
+    """Run the migrations from layout `found` up to `target`; return the steps run."""
+    steps = []
+    for version in range(found, target):
+        log.info("migrating /data from layout %d to %d", version, version + 1)
+        MIGRATIONS[version]()
+        steps.append(version)
+    return steps
+
+
+def check_layout() -> int:
+    """Return the layout version found on the volume (0 for a fresh volume)."""
+    try:
+        found = int(paths.LAYOUT_VERSION_FILE.read_text().strip())
+    except FileNotFoundError:
+        return 0
+    except ValueError:
+        raise LayoutError(f"{paths.LAYOUT_VERSION_FILE} is unreadable; refusing to touch /data") from None
+    if found > paths.LAYOUT_VERSION:
+        raise LayoutError(
+            f"/data has layout version {found} but this image understands up to "
+            f"{paths.LAYOUT_VERSION}: run the newer image again or restore a backup")
+    return found
+
+
+def prepare() -> None:
+    found = check_layout()
+    for d in DIRS + RUN_DIRS:
+        ensure_dir(d)
+    fresh = found == 0 and not any(paths.ACCOUNTS.iterdir()) and not any(paths.MAIL.iterdir())
+    if not fresh:
+        migrate(found)
+    tmp = paths.LAYOUT_VERSION_FILE.with_suffix(".tmp")
+    tmp.write_text(f"{paths.LAYOUT_VERSION}\n")
+    os.replace(tmp, paths.LAYOUT_VERSION_FILE)
+
+
+def install_file(src: Path, dst: Path, user: str, group: str, mode: int) -> None:
+    """Copy src to dst atomically with the given owner and mode."""
+    uid, gid = _ids(user, group)
+    tmp = dst.with_name(dst.name + ".new")
+    shutil.copyfile(src, tmp)
+    os.chown(tmp, uid, gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, dst)

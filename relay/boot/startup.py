@@ -1,0 +1,127 @@
+"""What the entrypoint does before handing over to supervisord.
+
+settings -> /data prepared -> certificate and DKIM key in place -> every
+template rendered -> Postfix queue checked. Each step is idempotent.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import grp
+import logging
+import os
+import pwd
+import secrets
+import subprocess
+import sys
+
+from relay.certs import files as certs
+from relay.boot import datadir
+from relay.boot import dkimkey as dkim
+from relay import paths
+from relay.boot import render
+from relay import system
+from relay.notify import turn
+from relay.accounts.signup import dcaccount_url, qr_text
+
+log = logging.getLogger("chatmail")
+
+# The TLS 1.2 cipher suites every daemon offers (TLS 1.3's suites are all strong):
+# forward secrecy and authenticated encryption only, never anonymous. No RC4, 3DES,
+# NULL, EXPORT, static RSA or CBC suites; Delta Chat, browsers and mail servers
+# that speak TLS 1.2 all have these.
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
+
+def qr_png(text: str) -> bytes:
+    return subprocess.run(["qrencode", "-t", "PNG", "-s", "8", "-m", "2", "-o", "-", text],
+                          check=True, capture_output=True).stdout
+
+
+def turn_external_ips(addresses: tuple[str, ...]) -> list[str]:
+    """The public address coturn tells clients to send to (behind published ports it only
+    knows the container's): the first IPv4 one, else the first IPv6 one. coturn 4.6
+    accepts a single external-ip."""
+    for version in (4, 6):
+        for address in addresses:
+            if ipaddress.ip_address(address).version == version:
+                return [address]
+    return []
+
+
+def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
+    """Everything the templates may use: each setting in lower case, plus derived values."""
+    ctx = {name.lower(): value for name, value in settings.items()}
+    domain = settings["MAIL_DOMAIN"]
+    ctx.update(
+        ipv6=ipv6,
+        mx_hostname=domain if not domain.startswith("[") else "localhost",
+        tls_cert=str(paths.TLS_CERT),
+        tls_key=str(paths.TLS_KEY),
+        tls_ciphers=TLS_CIPHERS,
+        auth_dict_socket=str(paths.AUTH_DICT_SOCKET),
+        accounts_map_socket=str(paths.ACCOUNTS_MAP_SOCKET),
+        signup_socket=str(paths.SIGNUP_SOCKET),
+        filter_out_socket=str(paths.FILTER_OUT_SOCKET),
+        # loopback ports behind the port 443 multiplexer
+        proxied_imap_port=8993,
+        proxied_smtp_port=8465,
+        proxied_https_port=8443,
+        filter_in_socket=str(paths.FILTER_IN_SOCKET),
+        mxdeliv_socket=str(paths.MXDELIV_SOCKET),
+        mxsend_socket=str(paths.MXSEND_SOCKET),
+        ca_bundle=str(paths.CA_BUNDLE),
+        www=str(paths.WWW),
+        postfix_data_dir=str(paths.POSTFIX_DATA),
+        dovecot_state_dir=str(paths.DOVECOT_STATE),
+        sieve_bin_dir=str(paths.SIEVE_BIN),
+        nginx_temp_dir=str(paths.NGINX_TEMP),
+        acme_challenge_dir=str(paths.ACME_CHALLENGES),
+        dkim_selector=dkim.SELECTOR,
+        dkim_key=str(dkim.KEY),
+        vmail_uid=pwd.getpwnam("vmail").pw_uid,
+        max_smtp_per_ip=max(1, settings["MAX_SMTP_CONNECTIONS"] // 5),
+        mailbox_quota_mib=settings["MAILBOX_QUOTA"] // (1024 * 1024),
+        dcaccount_url=dcaccount_url(settings),
+        metadata_socket=str(paths.METADATA_SOCKET),
+        coturn_run=str(paths.COTURN_RUN),
+        turn_secret=turn_secret,
+        turn_realm=domain.strip("[]"),
+        turn_external_ips=turn_external_ips(settings["PUBLIC_ADDRESSES"]),
+        supervisor_password=secrets.token_urlsafe(24),
+        qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
+    )
+    return ctx
+
+
+def prepare(settings: dict) -> dict:
+    datadir.prepare()
+    source = certs.prepare(settings)
+    dkim.ensure_key()
+    ipv6 = system.ipv6_available()
+    log.info("domain %s, TLS certificate: %s, IPv6 %s", settings["MAIL_DOMAIN"], source,
+             "available" if ipv6 else "not available: listening on IPv4 only")
+    secret = turn.ensure_secret(paths.TURN_SECRET)
+    ctx = context(settings, ipv6, secret)
+    render.render_all(ctx, root=paths.RENDERED)
+    os.chmod(paths.RENDERED / "etc/supervisor/supervisord.conf", 0o600)  # the control password
+    turn_conf = paths.RENDERED / "etc/turnserver.conf"
+    os.chown(turn_conf, 0, grp.getgrnam("turnserver").gr_gid)
+    os.chmod(turn_conf, 0o640)  # holds the TURN secret
+    check_postfix()
+    return ctx
+
+
+def check_postfix() -> None:
+    """``postfix check``: configuration, queue directories, queue repair after a crash.
+
+    Its warnings that our configuration files are symbolic links out of
+    /etc/postfix (into the rendered files on /run) are expected and left out.
+    """
+    result = subprocess.run(["/usr/sbin/postfix", "check"], capture_output=True, text=True)
+    for line in (result.stdout + result.stderr).splitlines():
+        if "symlink leaves directory: /etc/postfix/./" not in line:
+            print(line, file=sys.stderr, flush=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"postfix check failed with exit status {result.returncode}")

@@ -1,0 +1,323 @@
+"""Keeps the certificate that clients see current, and proves it.
+
+Runs under supervisor as ``python3 -m relay.certs.watch`` (root: it installs the
+key below /data/tls and reloads Postfix, Dovecot and nginx).
+
+- ``TLS_MODE=acme``: obtains a certificate when there is none (the relay
+  starts with a self-signed one meanwhile) and renews it once less than a
+  third of its lifetime is left (30 days for Let's Encrypt), with the back-off
+  of ``relay.certs.acme`` after failures.
+- ``TLS_MODE=external``: polls a hash of TLS_CERT_FILE and TLS_KEY_FILE (bind
+  mounts do not deliver inotify events reliably) and installs a changed pair
+  once it is valid.
+- After every change, and hourly anyway, it connects to every TLS endpoint
+  on loopback and compares the certificate served with the one installed. A
+  reload that did not take is retried; if it still does not take, it logs an
+  error on every check until it does.
+
+The daemons reload gracefully: open connections finish on the old
+certificate, new ones get the new one, nothing is refused and no mail is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from relay.certs import acme
+from relay.certs import files as certs
+from relay.ops import health
+from relay import logs
+from relay import paths
+from relay import settings
+from relay.wire.tls import client_context
+
+log = logs.setup("relay-certs")
+
+CHECK_INTERVAL = 10.0        # external files' hash, ACME due date
+VERIFY_INTERVAL = 3600.0     # served certificate vs installed one
+SERVE_WAIT = 15.0            # after a reload, how long the new certificate may take to show
+RELOAD_TRIES = 3
+TIMEOUT = 5.0
+
+RELOADS = (
+    ["/usr/sbin/postfix", "reload"],
+    ["/usr/bin/doveadm", "reload"],
+    ["/usr/sbin/nginx", "-s", "reload"],
+)
+
+
+# --- what each port serves -----------------------------------------------------
+
+def _digest(der: bytes | None) -> str:
+    if not der:
+        raise ssl.SSLError("no certificate")
+    return hashlib.sha256(der).hexdigest()
+
+
+def _implicit(port: int, alpn: str | None = None) -> Callable[[], str]:
+    def probe() -> str:
+        with socket.create_connection(("127.0.0.1", port), TIMEOUT) as raw:
+            with client_context(verify=False, alpn=alpn).wrap_socket(raw) as sock:
+                return _digest(sock.getpeercert(binary_form=True))
+    return probe
+
+
+def _starttls(port: int) -> Callable[[], str]:
+    def probe() -> str:
+        with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
+            smtp.starttls(context=client_context(verify=False))
+            return _digest(smtp.sock.getpeercert(binary_form=True))
+    return probe
+
+
+ENDPOINTS: dict[str, Callable[[], str]] = {
+    "25 (SMTP STARTTLS)": _starttls(25),
+    "465 (SMTPS)": _implicit(465),
+    "587 (submission STARTTLS)": _starttls(587),
+    "993 (IMAPS)": _implicit(993),
+    "443 (HTTPS)": _implicit(443),
+    "443 (ALPN imap)": _implicit(443, "imap"),
+    "443 (ALPN smtp)": _implicit(443, "smtp"),
+}
+
+
+def served() -> dict[str, str]:
+    """Endpoint -> fingerprint of the certificate it serves, or 'error: ...'."""
+    result = {}
+    for name, probe in ENDPOINTS.items():
+        try:
+            result[name] = probe()
+        except (OSError, ssl.SSLError, smtplib.SMTPException) as exc:
+            result[name] = f"error: {type(exc).__name__}: {exc}"
+    return result
+
+
+def stale_endpoints(expected: str) -> dict[str, str]:
+    return {name: fp for name, fp in served().items() if fp != expected}
+
+
+# --- switching --------------------------------------------------------------
+
+@contextmanager
+def locked() -> Iterator[None]:
+    """One certificate change at a time, between this loop and relayctl."""
+    with open(paths.CERT_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def reload_daemons() -> None:
+    for cmd in RELOADS:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            log.error("%s failed: %s", " ".join(cmd), done.stderr.strip()[:200])
+
+
+def make_served(expected: str) -> dict[str, str]:
+    """Reload until every endpoint serves `expected`; return the endpoints that still do not."""
+    stale: dict[str, str] = {}
+    for attempt in range(1, RELOAD_TRIES + 1):
+        reload_daemons()
+        deadline = time.monotonic() + SERVE_WAIT
+        while True:
+            stale = stale_endpoints(expected)
+            if not stale or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if not stale:
+            return {}
+        log.warning("after reload %d of %d the new certificate is not served on %s",
+                    attempt, RELOAD_TRIES, ", ".join(stale))
+    return stale
+
+
+def switch_to(cert: Path, key: Path, why: str) -> bool:
+    """Install cert and key, reload the daemons and prove every port serves the new one."""
+    certs.install(cert, key)
+    expected = certs.fingerprint(paths.TLS_CERT)
+    log.info("installed the certificate (%s), sha256 %s; reloading", why, expected[:16])
+    stale = make_served(expected)
+    if stale:
+        log.error("CERTIFICATE NOT SERVED: %s still serve an old certificate or fail: %s",
+                  ", ".join(stale), "; ".join(f"{k}: {v[:80]}" for k, v in stale.items()))
+        return False
+    log.info("every port now serves the new certificate (%d endpoints checked)", len(ENDPOINTS))
+    return True
+
+
+# --- the two sources ------------------------------------------------------------
+
+_renew_at: tuple[float, float] = (-1.0, 0.0)  # (chain mtime, when to renew)
+
+
+def acme_due(now: float | None = None) -> bool:
+    """True when there is no usable ACME certificate or a third of its lifetime is left."""
+    global _renew_at
+    chain = certs.ACME / "fullchain.pem"
+    try:
+        mtime = chain.stat().st_mtime
+    except FileNotFoundError:
+        return True
+    if _renew_at[0] != mtime:
+        if not certs.acme_ready():
+            return True
+        start, end = certs.not_before(chain), certs.not_after(chain)
+        _renew_at = (mtime, end - (end - start) / 3)
+    return (time.time() if now is None else now) >= _renew_at[1]
+
+
+def installed_fingerprint() -> str | None:
+    try:
+        return certs.fingerprint(paths.TLS_CERT)
+    except (OSError, ValueError):
+        return None
+
+
+def acme_step(values: dict, force: bool = False) -> None:
+    chain, key = certs.ACME / "fullchain.pem", certs.ACME / "privkey.pem"
+    if force or acme_due():
+        acme.attempt(values, force=force)
+    if certs.acme_ready() and certs.fingerprint(chain) != installed_fingerprint():
+        switch_to(chain, key, "ACME")
+
+
+class ExternalWatch:
+    def __init__(self, values: dict) -> None:
+        self.cert = Path(values["TLS_CERT_FILE"])
+        self.key = Path(values["TLS_KEY_FILE"])
+        self.seen: str | None = None
+        try:
+            self.seen = certs.content_hash(self.cert, self.key)  # installed at start
+        except OSError:
+            pass
+
+    def step(self) -> None:
+        try:
+            current = certs.content_hash(self.cert, self.key)
+        except OSError as exc:
+            if self.seen != "unreadable":
+                log.error("cannot read TLS_CERT_FILE/TLS_KEY_FILE: %s; keeping the installed "
+                          "certificate", exc)
+            self.seen = "unreadable"
+            return
+        if current == self.seen:
+            return
+        self.seen = current
+        problem = certs.validate_pair(self.cert, self.key)
+        if problem:
+            # Often a half-written pair (new certificate, old key): the next change fixes it.
+            log.error("not installing the changed external certificate: %s", problem)
+            return
+        switch_to(self.cert, self.key, f"{self.cert} changed")
+
+
+def verify(force_reload: bool = False) -> None:
+    expected = installed_fingerprint()
+    if expected is None:
+        return
+    stale = stale_endpoints(expected)
+    if stale or force_reload:
+        log.warning("served certificate differs from the installed one on %s; reloading",
+                    ", ".join(stale) or "no port")
+        left = make_served(expected)
+        if left:
+            log.error("CERTIFICATE NOT SERVED on %s", ", ".join(left))
+
+
+def wait_for_daemons(timeout: float = 60.0) -> None:
+    """Until port 80 (ACME challenges) and every TLS port listen."""
+    wanted = {80, 25, 465, 587, 993, 443}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not wanted <= health.listening_ports():
+        time.sleep(0.5)
+
+
+def main() -> int:
+    values = settings.load(os.environ)
+    mode = values["TLS_MODE"]
+    if mode == "self-signed":
+        log.info("TLS_MODE=self-signed: nothing to renew; checking what is served hourly")
+    wait_for_daemons()
+    # In a process of its own, so the DNS library it loads does not stay resident here.
+    subprocess.run([sys.executable, "-m", "relay.ops.doctor", "--startup"], timeout=120, check=False)
+    external = ExternalWatch(values) if mode == "external" else None
+    last_verify = 0.0
+    while True:
+        with locked():
+            try:
+                if mode == "acme":
+                    acme_step(values)
+                elif external:
+                    external.step()
+                if time.monotonic() - last_verify > VERIFY_INTERVAL:
+                    verify()
+                    last_verify = time.monotonic()
+            except Exception:  # keep serving; say loudly what went wrong
+                log.exception("certificate check failed")
+        time.sleep(CHECK_INTERVAL)
+
+
+# --- for relayctl --------------------------------------------------------------
+
+def installed_source(values: dict) -> str:
+    """Which source's certificate is the one installed: acme, self-signed or external."""
+    installed = installed_fingerprint()
+    for name, chain in (("acme", certs.ACME / "fullchain.pem"),
+                        ("self-signed", certs.SELF_SIGNED / "fullchain.pem")):
+        if chain.exists() and certs.fingerprint(chain) == installed:
+            return name
+    return "external" if values["TLS_MODE"] == "external" else "unknown"
+
+
+def status(values: dict) -> dict:
+    """The installed certificate, what each port serves, and the ACME state."""
+    info: dict = {"mode": values["TLS_MODE"]}
+    try:
+        end = certs.not_after(paths.TLS_CERT)
+        info.update(names=certs.cert_names(paths.TLS_CERT),
+                    not_after=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(end)),
+                    days_left=int((end - time.time()) // 86400),
+                    source=installed_source(values))
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        info["error"] = f"no readable certificate installed: {exc}"
+    expected = installed_fingerprint()
+    info["served"] = {name: ("ok" if fp == expected else fp if fp.startswith("error") else
+                             "an older certificate") for name, fp in served().items()}
+    if values["TLS_MODE"] == "acme":
+        state = acme.State.load()
+        info["acme"] = {"failures": state.failures, "last_error": state.last_error,
+                        "next_attempt_in_s": max(0, int(state.next_attempt - time.time()))}
+    return info
+
+
+def renew(values: dict, force: bool) -> int:
+    """relayctl certs renew: one ACME attempt now (ignoring the back-off), then switch."""
+    if values["TLS_MODE"] != "acme":
+        print(f"TLS_MODE={values['TLS_MODE']}: nothing to renew")
+        return 1
+    with locked():
+        if not (force or acme_due()):
+            print("the certificate is not due for renewal (use --force)")
+            return 0
+        if not acme.attempt(values, force=True):
+            print(f"failed: {acme.State.load().last_error}")
+            return 1
+        chain, key = certs.ACME / "fullchain.pem", certs.ACME / "privkey.pem"
+        ok = switch_to(chain, key, "renewed on request")
+    print("renewed; every port serves the new certificate" if ok else
+          "renewed, but not every port serves it: see the log")
+    return 0 if ok else 1

@@ -1,0 +1,141 @@
+"""What the filter accepts, as pure functions of envelope and message (SPEC §3).
+
+Outgoing (submitted by our users, also to users of this relay):
+  * the envelope sender and the single ``From:`` address must be the same
+    address (Postfix already ties the envelope sender to the login);
+  * the message must be OpenPGP/MIME encrypted, except a Secure-Join request
+    or an Autocrypt Setup Message the user sends to themself only.
+Incoming (from other servers):
+  * encrypted, except a Secure-Join request or a delivery status report from
+    a mailer-daemon address.
+Everything else unencrypted is refused with 523, whatever its other headers say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email import message_from_bytes, policy as email_policy
+from email.message import Message
+from email.headerregistry import HeaderRegistry
+
+from relay.filter.openpgp import has_one_content_type, is_openpgp_mime
+
+
+@dataclass(frozen=True)
+class Reject:
+    code: int
+    text: str
+
+    def reply(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+UNENCRYPTED = Reject(523, "Encryption Needed: Invalid Unencrypted Mail")
+BAD_FROM = Reject(553, "5.7.1 From header must be your own address (the envelope sender)")
+UNPARSABLE = Reject(554, "5.6.0 Message could not be parsed")
+
+
+def parse(data: bytes) -> Message:
+    return message_from_bytes(data, policy=email_policy.compat32)
+
+
+_HEADERS = HeaderRegistry()
+
+
+def from_addresses(msg: Message) -> list[str] | None:
+    """The addresses of the single From: header, lower-cased; None when there is
+    not exactly one From: header or it does not parse cleanly (RFC 5322 parser,
+    which also understands domain literals such as user@[192.0.2.1])."""
+    values = msg.get_all("From") or []
+    if len(values) != 1:
+        return None
+    try:
+        header = _HEADERS("From", str(values[0]))
+    except Exception:
+        return None
+    if header.defects:
+        return None
+    return [a.addr_spec.lower() for a in header.addresses]
+
+
+def _single_text_part(msg: Message) -> str | None:
+    if not has_one_content_type(msg):
+        return None
+    if msg.get_content_type() != "multipart/mixed" or not msg.is_multipart():
+        return None
+    parts = msg.get_payload()
+    if not isinstance(parts, list) or len(parts) != 1:
+        return None
+    part = parts[0]
+    if not has_one_content_type(part):
+        return None
+    if part.is_multipart() or part.get_content_type() != "text/plain":
+        return None
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    return payload.decode("utf-8", "replace")
+
+
+def is_securejoin_request(msg: Message) -> bool:
+    values = msg.get_all("Secure-Join") or []
+    if len(values) != 1:
+        return False
+    value = str(values[0]).strip()
+    if value not in ("vc-request", "vg-request"):
+        return False
+    text = _single_text_part(msg)
+    return text is not None and text.strip() == f"Secure-Join: {value}"
+
+
+def is_autocrypt_setup_to_self(msg: Message, mail_from: str, rcpt_tos: list[str]) -> bool:
+    if msg.get_content_type() != "multipart/mixed" or not msg.is_multipart():
+        return False
+    if str(msg.get("Subject", "")).strip() != "Autocrypt Setup Message":
+        return False
+    return bool(rcpt_tos) and all(r.lower() == mail_from.lower() for r in rcpt_tos)
+
+
+def is_mailer_daemon_report(msg: Message) -> bool:
+    senders = from_addresses(msg)
+    if not senders or len(senders) != 1:
+        return False
+    local, at, domain = senders[0].rpartition("@")
+    if not at or not domain or local != "mailer-daemon":
+        return False
+    if msg.get_content_type() != "multipart/report":
+        return False
+    if str(msg.get_param("report-type", "")).lower() != "delivery-status":
+        return False
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    return auto not in ("", "no")
+
+
+def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
+                   msg: Message | None = None) -> Reject | None:
+    """None when a submitted message may go on, else why not (``msg``: ``data`` parsed)."""
+    try:
+        msg = parse(data) if msg is None else msg
+    except Exception:
+        return UNPARSABLE
+    if from_addresses(msg) != [mail_from.lower()]:
+        return BAD_FROM
+    if is_openpgp_mime(msg, outgoing=True):
+        return None
+    if is_securejoin_request(msg) or is_autocrypt_setup_to_self(msg, mail_from, rcpt_tos):
+        return None
+    return UNENCRYPTED
+
+
+def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes,
+                   msg: Message | None = None) -> Reject | None:
+    """None when a message from another server may be delivered, else why not."""
+    try:
+        msg = parse(data) if msg is None else msg
+    except Exception:
+        return UNPARSABLE
+    if is_openpgp_mime(msg, outgoing=False):
+        return None
+    if is_securejoin_request(msg) or is_mailer_daemon_report(msg):
+        return None
+    return UNENCRYPTED

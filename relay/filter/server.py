@@ -1,0 +1,133 @@
+"""The filter in the mail path: Postfix's before-queue proxy (smtpd_proxy_filter).
+
+Postfix hands every SMTP transaction to us before it queues anything:
+
+    465/587 smtpd --> outgoing.sock --> policy.check_outgoing --> public/reinject-out --> queue
+                                                                  (DKIM-signed by OpenDKIM)
+    25      smtpd --> incoming.sock --> policy.check_incoming, dkimcheck --> public/reinject-in
+
+We answer the end of DATA only after the reinjection smtpd has answered, so a
+message is either refused with a reason the sender sees at once (523, 553,
+450 rate limit) or accepted by Postfix's queue on /data. If the reinjection
+fails we answer with a temporary error: never accepted-then-lost.
+
+Every hop is a UNIX socket: nothing listens on a network for the filter or
+the reinjection, so no network is ever trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import smtplib
+from pathlib import Path
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay.filter import dkimverify as dkimcheck
+from relay.filter import headers
+from relay import logs
+from relay import paths
+from relay.filter import policy
+from relay import settings as settings_mod
+from relay.filter.ratelimit import TokenBucket
+from relay.wire.unixsmtp import UnixSMTP
+
+log = logging.getLogger("relay-filter")
+
+RATE_LIMITED = "450 4.7.1 Too many messages: slow down and try again in a minute"
+REINJECT_TIMEOUT = 60
+
+
+def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
+    """Hand the message to Postfix; return the SMTP reply for our client."""
+    try:
+        with UnixSMTP(path) as smtp:
+            smtp.connect()
+            smtp.ehlo("relay-filter")
+            refused = smtp.sendmail(envelope.mail_from, envelope.rcpt_tos, data,
+                                    mail_options=[o for o in envelope.mail_options
+                                                  if o.upper().startswith(("BODY=", "SMTPUTF8"))])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()))
+        return f"{code} {text.decode(errors='replace')}"
+    except smtplib.SMTPResponseException as exc:
+        return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+    except (OSError, smtplib.SMTPException) as exc:
+        log.error("reinjection into %s failed: %s", path.name, exc)
+        return "451 4.3.0 Temporary failure in the mail filter, please try again"
+    if refused:
+        # Some recipients were refused after we had accepted them: the sender must learn of it.
+        log.warning("reinjection refused %d recipient(s)", len(refused))
+        return "451 4.3.0 Not all recipients could be accepted, please try again"
+    return "250 2.0.0 Ok: queued"
+
+
+class Handler:
+    def __init__(self, direction: str, settings: dict, limiter: TokenBucket | None,
+                 reinject_path: Path) -> None:
+        self.direction = direction
+        self.settings = settings
+        self.limiter = limiter
+        self.reinject_path = reinject_path
+        self.check = policy.check_outgoing if direction == "outgoing" else policy.check_incoming
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.settings["MAX_RECIPIENTS"]:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        loop = asyncio.get_running_loop()
+        try:
+            msg = policy.parse(data)  # parsed once, for every check below
+        except Exception:
+            return policy.UNPARSABLE.reply()
+        verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data, msg)
+        if verdict is None and self.direction == "incoming":
+            verdict = await loop.run_in_executor(
+                None, lambda: dkimcheck.check(data, msg=msg))
+        if verdict is not None:
+            log.info("%s message refused: %s", self.direction, verdict.reply())
+            return verdict.reply()
+        if self.limiter is not None and not self.limiter.allow((envelope.mail_from or "").lower()):
+            log.info("%s message refused: rate limit", self.direction)
+            return RATE_LIMITED
+        if self.direction == "outgoing":
+            # The real subject travels inside the encryption (SPEC §3). Done here and
+            # not in Postfix's header_checks, whose REPLACE action logs the old subject.
+            data = headers.replace_header(data, b"Subject", b"[...]")
+        return await loop.run_in_executor(None, reinject, self.reinject_path, envelope, data)
+
+
+async def serve(handler: Handler, path: Path, settings: dict) -> asyncio.AbstractServer:
+    path.unlink(missing_ok=True)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_unix_server(
+        lambda: SMTP(handler, hostname="relay-filter", ident="relay-filter",
+                     data_size_limit=settings["MAX_MESSAGE_SIZE"] + 1024 * 1024,
+                     enable_SMTPUTF8=True, decode_data=False, loop=loop),
+        path=str(path))
+    os.chmod(path, 0o666)  # access is governed by the directory's group (postfix)
+    return server
+
+
+async def main() -> None:
+    logs.setup("relay-filter")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
+    settings = settings_mod.load(os.environ)
+    limiter = TokenBucket(settings["MAX_USER_SEND_PER_MINUTE"], settings["MAX_USER_SEND_BURST"])
+    servers = [
+        await serve(Handler("outgoing", settings, limiter, paths.REINJECT_OUT),
+                    paths.FILTER_OUT_SOCKET, settings),
+        await serve(Handler("incoming", settings, None, paths.REINJECT_IN),
+                    paths.FILTER_IN_SOCKET, settings),
+    ]
+    log.info("filtering on %s and %s", paths.FILTER_OUT_SOCKET, paths.FILTER_IN_SOCKET)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+

@@ -1,0 +1,237 @@
+"""relayctl doctor: what an operator needs to know about a new host, each check
+with a verdict (ok, warn, fail, skip) and what to do about it.
+
+    relayctl doctor [--json] [--port25-host HOST ...] [--clock-url URL]
+
+At every start the container logs a summary of the checks that need nothing
+outside this host and its DNS (``--startup``); the outbound port 25 probe runs
+only when asked, because it connects to other people's mail servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import json
+import os
+import socket
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from relay.certs import watch as certwatch
+from relay.ops import dnsrecords
+from relay import paths
+from relay import settings as settings_mod
+from relay import system
+
+CLOCK_SKEW_LIMIT = 30.0      # seconds; TLS and DKIM tolerate little more
+DEFAULT_PORT25_HOSTS = ("gmail-smtp-in.l.google.com", "mx.delta.chat")
+
+
+@dataclass
+class Check:
+    name: str
+    verdict: str     # ok | warn | fail | skip
+    detail: str
+    advice: str = ""
+
+    def line(self) -> str:
+        text = f"{self.verdict.upper():<4} {self.name}: {self.detail}"
+        return text + (f" -> {self.advice}" if self.advice and self.verdict != "ok" else "")
+
+
+def _resolver():
+    import dns.resolver
+    resolver = dns.resolver.Resolver()
+    resolver.lifetime = 5
+    return resolver
+
+
+def public_addresses(values: dict) -> list[str]:
+    return list(values["PUBLIC_ADDRESSES"]) or dnsrecords.local_addresses()
+
+
+def check_resolver(values: dict) -> Check:
+    import dns.exception
+    import dns.resolver
+    domain = values["MAIL_DOMAIN"]
+    try:
+        _resolver().resolve(domain.lstrip("["), "A")
+        return Check("resolver", "ok", f"answers for {domain}")
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return Check("resolver", "ok", f"answers (but {domain} has no A record)")
+    except dns.exception.DNSException as exc:
+        return Check("resolver", "fail", f"no answer: {type(exc).__name__}",
+                     "check /etc/resolv.conf of the container (Docker's --dns) and the host's resolver")
+
+
+def check_forward_dns(values: dict) -> Check:
+    domain = values["MAIL_DOMAIN"]
+    if not dnsrecords.records(values, "", "", ()).publishable:
+        return Check("forward DNS", "skip", f"{domain} has no DNS")
+    found = set()
+    for rtype in ("A", "AAAA"):
+        try:
+            found |= {r.to_text() for r in _resolver().resolve(domain, rtype)}
+        except Exception:
+            pass
+    ours = set(public_addresses(values))
+    if not found:
+        return Check("forward DNS", "fail", f"{domain} has no A/AAAA record",
+                     "publish the records from `relayctl dns`")
+    if ours and not ours & found:
+        return Check("forward DNS", "fail", f"{domain} points at {', '.join(sorted(found))}, "
+                     f"this relay is {', '.join(sorted(ours))}", "fix the A/AAAA records")
+    if not ours:
+        return Check("forward DNS", "warn", f"{domain} points at {', '.join(sorted(found))}; "
+                     "this relay's public address is unknown", "set PUBLIC_ADDRESSES")
+    return Check("forward DNS", "ok", f"{domain} -> {', '.join(sorted(found))}")
+
+
+def check_reverse_dns(values: dict) -> Check:
+    import dns.reversename
+    addresses = public_addresses(values)
+    if not addresses:
+        return Check("reverse DNS", "skip", "public address unknown", "set PUBLIC_ADDRESSES")
+    problems, good = [], []
+    for addr in addresses:
+        try:
+            names = [r.to_text().rstrip(".") for r in
+                     _resolver().resolve(dns.reversename.from_address(addr), "PTR")]
+        except Exception:
+            problems.append(f"{addr} has no PTR record")
+            continue
+        back = set()
+        for name in names:
+            for rtype in ("A", "AAAA"):
+                try:
+                    back |= {r.to_text() for r in _resolver().resolve(name, rtype)}
+                except Exception:
+                    pass
+        if addr not in back:
+            problems.append(f"{addr} -> {', '.join(names)}, which does not resolve back")
+        else:
+            good.append(f"{addr} -> {names[0]}")
+    if problems:
+        return Check("reverse DNS", "warn", "; ".join(problems),
+                     f"ask your provider for a PTR record naming {values['MAIL_DOMAIN']}: "
+                     "many servers refuse mail from addresses without one")
+    return Check("reverse DNS", "ok", "; ".join(good))
+
+
+def check_ipv6() -> Check:
+    v6 = [a for a in dnsrecords.local_addresses() if ":" in a]
+    if not system.ipv6_available():
+        return Check("IPv6", "skip", "the container has no IPv6",
+                     "optional: enable IPv6 in Docker for reachability over IPv6")
+    if not v6:
+        return Check("IPv6", "warn", "IPv6 works inside the container but it has no public "
+                     "IPv6 address", "publish an AAAA record only for a reachable address")
+    return Check("IPv6", "ok", f"public IPv6 {', '.join(v6)}")
+
+
+def check_port25(hosts: list[str]) -> Check:
+    reached, failed = [], []
+    for host in hosts:
+        try:
+            with socket.create_connection((host, 25), 8) as sock:
+                banner = sock.recv(200).decode("ascii", "replace").strip()
+            (reached if banner.startswith("220") else failed).append(f"{host}: {banner[:40]}")
+        except OSError as exc:
+            failed.append(f"{host}: {exc}")
+    if reached:
+        return Check("outbound port 25", "ok", "; ".join(reached))
+    return Check("outbound port 25", "fail", "; ".join(failed),
+                 "many providers block outbound port 25 until asked: open a ticket with yours")
+
+
+def check_clock(url: str) -> Check:
+    try:
+        req = urllib.request.Request(url, method="HEAD")
+        ctx = __import__("ssl").create_default_context(cafile=str(paths.CA_BUNDLE)) \
+            if paths.CA_BUNDLE.exists() else None
+        with urllib.request.urlopen(req, timeout=8, context=ctx) as resp:
+            date = resp.headers.get("Date")
+    except Exception as exc:
+        return Check("clock", "skip", f"no time reference ({url}: {exc})")
+    if not date:
+        return Check("clock", "skip", f"{url} sent no Date header")
+    skew = time.time() - email.utils.parsedate_to_datetime(date).timestamp()
+    if abs(skew) > CLOCK_SKEW_LIMIT:
+        return Check("clock", "fail", f"{skew:+.0f} s off {url}'s clock",
+                     "the host's clock is wrong: enable NTP (systemd-timesyncd, chrony)")
+    return Check("clock", "ok", f"{skew:+.1f} s from {url}'s clock")
+
+
+def check_headroom(values: dict) -> list[Check]:
+    disk = system.free_disk(paths.DATA)
+    mem = system.available_memory()
+    out = []
+    for name, have, need, advice in (
+            ("disk", disk, values["CREATE_MIN_FREE_DISK"], "free space on the data volume"),
+            ("memory", mem, values["CREATE_MIN_FREE_MEMORY"], "add memory or swap")):
+        mib = have // (1024 * 1024)
+        if have < need:
+            out.append(Check(f"{name} headroom", "fail", f"{mib} MiB free, below the "
+                             f"{need // (1024 * 1024)} MiB at which new accounts stop", advice))
+        elif have < 2 * need:
+            out.append(Check(f"{name} headroom", "warn", f"{mib} MiB free, close to the "
+                             f"{need // (1024 * 1024)} MiB limit", advice))
+        else:
+            out.append(Check(f"{name} headroom", "ok", f"{mib} MiB free"))
+    return out
+
+
+def check_certificate() -> Check:
+    expected = certwatch.installed_fingerprint()
+    if expected is None:
+        return Check("certificate served", "fail", "no certificate installed", "see the log of relay-certs")
+    stale = certwatch.stale_endpoints(expected)
+    if stale:
+        return Check("certificate served", "fail", "not served on " + ", ".join(sorted(stale)),
+                     "relayctl certs; the relay-certs log says what failed")
+    return Check("certificate served", "ok", f"on all {len(certwatch.ENDPOINTS)} endpoints")
+
+
+def run_checks(values: dict, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
+    checks = [check_resolver(values), check_forward_dns(values), check_reverse_dns(values),
+              check_ipv6()]
+    checks.append(check_port25(port25_hosts) if port25_hosts else
+                  Check("outbound port 25", "skip", "not probed at start-up",
+                        "run `relayctl doctor` to probe it"))
+    checks.append(check_clock(clock_url) if clock_url else
+                  Check("clock", "skip", "no time reference (TLS_MODE is not acme)"))
+    checks += check_headroom(values)
+    checks.append(check_certificate())
+    return checks
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="relayctl doctor")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--startup", action="store_true",
+                        help="the start-up summary: no probe of other servers' port 25")
+    parser.add_argument("--port25-host", action="append",
+                        help=f"mail servers to probe on port 25 (default: {', '.join(DEFAULT_PORT25_HOSTS)})")
+    parser.add_argument("--clock-url", help="an HTTPS URL whose Date header is the reference "
+                        "(default: ACME_DIRECTORY_URL)")
+    args = parser.parse_args(argv)
+    values = settings_mod.load(os.environ)
+    hosts = None if args.startup else (args.port25_host or list(DEFAULT_PORT25_HOSTS))
+    clock = args.clock_url or (values["ACME_DIRECTORY_URL"] if values["TLS_MODE"] == "acme" else None)
+    checks = run_checks(values, hosts, clock)
+    if args.json:
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        prefix = "relay-doctor: " if args.startup else ""
+        for c in checks:
+            print(prefix + c.line())
+        counts = {v: sum(c.verdict == v for c in checks) for v in ("ok", "warn", "fail", "skip")}
+        print(prefix + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return 1 if any(c.verdict == "fail" for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
