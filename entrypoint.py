@@ -19,7 +19,7 @@ def main() -> int:
     if len(sys.argv) > 1:
         os.execvp(sys.argv[1], sys.argv[1:])
     try:
-        values = settings.load(os.environ)
+        values = settings.from_environment()
     except settings.SettingError as exc:
         print(f"chatmail: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 
@@ -26,13 +25,17 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup(name: str) -> logging.Logger:
-    level = os.environ.get("LOG_LEVEL", "info").upper()
+def setup(name: str, level: str = "info", fmt: str = "text") -> logging.Logger:
+    """Send every log record of this process to stderr as one line, prefixed by the
+    helper's ``name`` (its supervisord program), and return the logger ``name``.
+
+    ``level``: debug, info, warning or error (LOG_LEVEL); ``fmt``: ``text``
+    (``name: LEVEL message``) or ``json`` (one object per line; LOG_FORMAT)."""
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("LOG_FORMAT", "text").strip().lower() == "json":
+    if fmt == "json":
         handler.setFormatter(JsonLines(name))
     else:
         handler.setFormatter(logging.Formatter(f"{name}: %(levelname)s %(message)s"))
-    logging.basicConfig(force=True, level=getattr(logging, level, logging.INFO),
+    logging.basicConfig(force=True, level=getattr(logging, level.upper(), logging.INFO),
                         handlers=[handler])
     return logging.getLogger(name)

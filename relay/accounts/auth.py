@@ -25,15 +25,16 @@ from relay import settings as settings_mod
 from relay.wire import socketmap
 from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
+from relay.settings import Settings
 
 log = logging.getLogger("relay-auth")
 
 class Authority:
     """Answers lookups from the account store, creating accounts on first login."""
 
-    def __init__(self, settings: dict, root: Path = paths.ACCOUNTS) -> None:
+    def __init__(self, settings: Settings, root: Path = paths.ACCOUNTS) -> None:
         self.settings = settings
-        self.domain = settings["MAIL_DOMAIN"]
+        self.domain = settings.mail_domain
         self.root = root
 
     def passdb(self, address: str, password: str) -> dict | None:
@@ -51,9 +52,9 @@ class Authority:
     def _create(self, address: str, password: str) -> str | None:
         s = self.settings
         reason = accounts.check_new_address(
-            address, self.domain, s["USERNAME_MIN_LENGTH"], s["USERNAME_MAX_LENGTH"])
-        if reason is None and len(password) < s["PASSWORD_MIN_LENGTH"]:
-            reason = f"password shorter than {s['PASSWORD_MIN_LENGTH']} characters"
+            address, self.domain, s.username_min_length, s.username_max_length)
+        if reason is None and len(password) < s.password_min_length:
+            reason = f"password shorter than {s.password_min_length} characters"
         if reason is None:
             refusal = accounts.creation_refusal(s)
             if refusal is not None:
@@ -134,8 +135,9 @@ async def serve_socketmap(authority: Authority, reader: asyncio.StreamReader,
 
 
 async def main() -> None:
-    logs.setup("relay-auth")
-    authority = Authority(settings_mod.load(os.environ))
+    settings = settings_mod.from_environment()
+    logs.setup("relay-auth", settings.log_level, settings.log_format)
+    authority = Authority(settings)
     servers = [
         await stream_server(lambda r, w: serve_dict(authority, r, w), paths.AUTH_DICT_SOCKET),
         await stream_server(lambda r, w: serve_socketmap(authority, r, w),

@@ -19,35 +19,36 @@ from relay import logs
 from relay import paths
 from relay import settings as settings_mod
 from relay.wire import unixhttp
+from relay.settings import Settings
 
 log = logging.getLogger("relay-signup")
 
 
-def new_account(settings: dict) -> dict:
-    domain = settings["MAIL_DOMAIN"]
-    email = f"{accounts.random_localpart(settings['USERNAME_MAX_LENGTH'])}@{domain}"
-    password = accounts.random_password(settings["PASSWORD_MIN_LENGTH"])
+def new_account(settings: Settings) -> dict:
+    domain = settings.mail_domain
+    email = f"{accounts.random_localpart(settings.username_max_length)}@{domain}"
+    password = accounts.random_password(settings.password_min_length)
     answer = {"email": email, "password": password}
-    if settings["TLS_MODE"] == "self-signed":
+    if settings.tls_mode == "self-signed":
         # Delta Chat refuses self-signed certificates unless told: ic=3 accepts them.
         answer["dclogin"] = f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1&ic=3"
     return answer
 
 
-def dcaccount_url(settings: dict) -> str:
+def dcaccount_url(settings: Settings) -> str:
     """The link a phone with Delta Chat opens to create an account here."""
-    return f"dcaccount:https://{settings['MAIL_DOMAIN']}/new"
+    return f"dcaccount:https://{settings.mail_domain}/new"
 
 
-def qr_text(settings: dict) -> str:
+def qr_text(settings: Settings) -> str:
     """What the home page's QR code says (upper-case scheme: a denser QR code)."""
-    return f"DCACCOUNT:https://{settings['MAIL_DOMAIN']}/new"
+    return f"DCACCOUNT:https://{settings.mail_domain}/new"
 
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "chatmail"
     sys_version = ""
-    settings: dict = {}
+    settings: Settings  # set by main() before the server starts
 
     def address_string(self) -> str:  # UNIX socket: no client address, and we log none
         return "-"
@@ -89,8 +90,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    logs.setup("relay-signup")
-    Handler.settings = settings_mod.load(os.environ)
+    settings = settings_mod.from_environment()
+    logs.setup("relay-signup", settings.log_level, settings.log_format)
+    Handler.settings = settings
     unixhttp.serve(Handler, paths.SIGNUP_SOCKET, log)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from relay import paths
 from relay import system
+from relay.settings import Settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -53,20 +54,20 @@ def check_new_address(address: str, domain: str, min_len: int, max_len: int) -> 
     return None
 
 
-def creation_refusal(settings: dict) -> str | None:
+def creation_refusal(settings: Settings) -> str | None:
     """Why no account may be created right now, or None when creation is allowed."""
-    if not settings["ACCOUNT_CREATION"]:
+    if not settings.account_creation:
         return "account creation is switched off (ACCOUNT_CREATION)"
     if paths.NOCREATE_FLAG.exists():
         return "account creation is switched off by the operator"
     load = system.load_average()
-    if load > settings["CREATE_MAX_LOAD"]:
-        return f"load average {load:.1f} is above {settings['CREATE_MAX_LOAD']}"
+    if load > settings.create_max_load:
+        return f"load average {load:.1f} is above {settings.create_max_load}"
     memory = system.available_memory()
-    if memory < settings["CREATE_MIN_FREE_MEMORY"]:
+    if memory < settings.create_min_free_memory:
         return f"only {memory >> 20} MiB of memory available"
     disk = system.free_disk(paths.DATA)
-    if disk < settings["CREATE_MIN_FREE_DISK"]:
+    if disk < settings.create_min_free_disk:
         return f"only {disk >> 20} MiB free on /data"
     return None
 

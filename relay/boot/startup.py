@@ -22,6 +22,7 @@ from relay.boot import dkimkey as dkim
 from relay import paths
 from relay.boot import render
 from relay import system
+from relay.settings import Settings, template_context
 from relay.notify import turn
 from relay.accounts.signup import dcaccount_url, qr_text
 
@@ -50,10 +51,10 @@ def turn_external_ips(addresses: tuple[str, ...]) -> list[str]:
     return []
 
 
-def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
+def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
     """Everything the templates may use: each setting in lower case, plus derived values."""
-    ctx = {name.lower(): value for name, value in settings.items()}
-    domain = settings["MAIL_DOMAIN"]
+    ctx = template_context(settings)
+    domain = settings.mail_domain
     ctx.update(
         ipv6=ipv6,
         mx_hostname=domain if not domain.startswith("[") else "localhost",
@@ -81,26 +82,27 @@ def context(settings: dict, ipv6: bool, turn_secret: str = "") -> dict:
         dkim_selector=dkim.SELECTOR,
         dkim_key=str(dkim.KEY),
         vmail_uid=pwd.getpwnam("vmail").pw_uid,
-        max_smtp_per_ip=max(1, settings["MAX_SMTP_CONNECTIONS"] // 5),
-        mailbox_quota_mib=settings["MAILBOX_QUOTA"] // (1024 * 1024),
+        max_smtp_per_ip=settings.max_smtp_per_ip,
+        body_limit=settings.body_limit,
+        mailbox_quota_mib=settings.mailbox_quota // (1024 * 1024),
         dcaccount_url=dcaccount_url(settings),
         metadata_socket=str(paths.METADATA_SOCKET),
         coturn_run=str(paths.COTURN_RUN),
         turn_secret=turn_secret,
         turn_realm=domain.strip("[]"),
-        turn_external_ips=turn_external_ips(settings["PUBLIC_ADDRESSES"]),
+        turn_external_ips=turn_external_ips(settings.public_addresses),
         supervisor_password=secrets.token_urlsafe(24),
         qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
     )
     return ctx
 
 
-def prepare(settings: dict) -> dict:
+def prepare(settings: Settings) -> dict:
     datadir.prepare()
     source = certs.prepare(settings)
     dkim.ensure_key()
     ipv6 = system.ipv6_available()
-    log.info("domain %s, TLS certificate: %s, IPv6 %s", settings["MAIL_DOMAIN"], source,
+    log.info("domain %s, TLS certificate: %s, IPv6 %s", settings.mail_domain, source,
              "available" if ipv6 else "not available: listening on IPv4 only")
     secret = turn.ensure_secret(paths.TURN_SECRET)
     ctx = context(settings, ipv6, secret)

@@ -38,6 +38,7 @@ from relay.certs import files as certs
 from relay import paths
 from relay.wire.backoff import exponential
 from relay.wire.tls import client_context
+from relay.settings import Settings
 
 log = logging.getLogger("relay.certs.acme")
 
@@ -231,20 +232,20 @@ def store_chain(chain: str, names: list[str]) -> None:
     os.replace(tmp, CHAIN)
 
 
-def obtain(settings: dict) -> list[str]:
+def obtain(settings: Settings) -> list[str]:
     """One complete attempt; returns the names certified, raises AcmeError."""
-    domain = settings["MAIL_DOMAIN"]
+    domain = settings.mail_domain
     names = names_to_request(domain)
-    check_directory(settings["ACME_DIRECTORY_URL"], paths.CA_BUNDLE)
+    check_directory(settings.acme_directory_url, paths.CA_BUNDLE)
     ensure_keys()
     write_csr(names)
-    log.info("asking %s for a certificate for %s", settings["ACME_DIRECTORY_URL"], ", ".join(names))
-    chain = run_acme_tiny(settings["ACME_DIRECTORY_URL"], settings["ADMIN_EMAIL"], paths.CA_BUNDLE)
+    log.info("asking %s for a certificate for %s", settings.acme_directory_url, ", ".join(names))
+    chain = run_acme_tiny(settings.acme_directory_url, settings.admin_email, paths.CA_BUNDLE)
     store_chain(chain, names)
     return names
 
 
-def attempt(settings: dict, force: bool = False, now: float | None = None) -> bool:
+def attempt(settings: Settings, force: bool = False, now: float | None = None) -> bool:
     """obtain() unless a back-off is running (or force); log and remember the outcome."""
     now = time.time() if now is None else now
     state = State.load()

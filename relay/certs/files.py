@@ -18,6 +18,7 @@ from pathlib import Path
 
 from relay import paths
 from relay.boot.datadir import install_file
+from relay.settings import Settings
 
 log = logging.getLogger("relay.certs")
 
@@ -145,12 +146,12 @@ def acme_ready() -> bool:
     return cert.is_file() and key.is_file() and validate_pair(cert, key) is None
 
 
-def prepare(settings: dict) -> str:
+def prepare(settings: Settings) -> str:
     """Put a usable certificate in place before any daemon starts; return its source."""
-    mode, domain = settings["TLS_MODE"], settings["MAIL_DOMAIN"]
-    write_ca_bundle(settings["EXTRA_CA_FILE"])
+    mode, domain = settings.tls_mode, settings.mail_domain
+    write_ca_bundle(settings.extra_ca_file)
     if mode == "external":
-        cert, key = Path(settings["TLS_CERT_FILE"]), Path(settings["TLS_KEY_FILE"])
+        cert, key = Path(settings.tls_cert_file), Path(settings.tls_key_file)
         if not (cert.is_file() and key.is_file()):
             raise FileNotFoundError(
                 f"TLS_MODE=external needs TLS_CERT_FILE={cert} and TLS_KEY_FILE={key}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import smtplib
 import socket
@@ -41,8 +42,9 @@ from relay import logs
 from relay import paths
 from relay import settings
 from relay.wire.tls import client_context
+from relay.settings import TLS_ENDPOINTS, Settings
 
-log = logs.setup("relay-certs")
+log = logging.getLogger("relay-certs")
 
 CHECK_INTERVAL = 10.0        # external files' hash, ACME due date
 VERIFY_INTERVAL = 3600.0     # served certificate vs installed one
@@ -82,13 +84,8 @@ def _starttls(port: int) -> Callable[[], str]:
 
 
 ENDPOINTS: dict[str, Callable[[], str]] = {
-    "25 (SMTP STARTTLS)": _starttls(25),
-    "465 (SMTPS)": _implicit(465),
-    "587 (submission STARTTLS)": _starttls(587),
-    "993 (IMAPS)": _implicit(993),
-    "443 (HTTPS)": _implicit(443),
-    "443 (ALPN imap)": _implicit(443, "imap"),
-    "443 (ALPN smtp)": _implicit(443, "smtp"),
+    f"{e.port} ({e.label})": _starttls(e.port) if e.starttls else _implicit(e.port, e.alpn)
+    for e in TLS_ENDPOINTS
 }
 
 
@@ -187,7 +184,7 @@ def installed_fingerprint() -> str | None:
         return None
 
 
-def acme_step(values: dict, force: bool = False) -> None:
+def acme_step(values: Settings, force: bool = False) -> None:
     chain, key = certs.ACME / "fullchain.pem", certs.ACME / "privkey.pem"
     if force or acme_due():
         acme.attempt(values, force=force)
@@ -196,9 +193,9 @@ def acme_step(values: dict, force: bool = False) -> None:
 
 
 class ExternalWatch:
-    def __init__(self, values: dict) -> None:
-        self.cert = Path(values["TLS_CERT_FILE"])
-        self.key = Path(values["TLS_KEY_FILE"])
+    def __init__(self, values: Settings) -> None:
+        self.cert = Path(values.tls_cert_file)
+        self.key = Path(values.tls_key_file)
         self.seen: str | None = None
         try:
             self.seen = certs.content_hash(self.cert, self.key)  # installed at start
@@ -240,15 +237,16 @@ def verify(force_reload: bool = False) -> None:
 
 def wait_for_daemons(timeout: float = 60.0) -> None:
     """Until port 80 (ACME challenges) and every TLS port listen."""
-    wanted = {80, 25, 465, 587, 993, 443}
+    wanted = {80, *(e.port for e in TLS_ENDPOINTS)}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not wanted <= health.listening_ports():
         time.sleep(0.5)
 
 
 def main() -> int:
-    values = settings.load(os.environ)
-    mode = values["TLS_MODE"]
+    values = settings.from_environment()
+    logs.setup("relay-certs", values.log_level, values.log_format)
+    mode = values.tls_mode
     if mode == "self-signed":
         log.info("TLS_MODE=self-signed: nothing to renew; checking what is served hourly")
     wait_for_daemons()
@@ -273,19 +271,19 @@ def main() -> int:
 
 # --- for relayctl --------------------------------------------------------------
 
-def installed_source(values: dict) -> str:
+def installed_source(values: Settings) -> str:
     """Which source's certificate is the one installed: acme, self-signed or external."""
     installed = installed_fingerprint()
     for name, chain in (("acme", certs.ACME / "fullchain.pem"),
                         ("self-signed", certs.SELF_SIGNED / "fullchain.pem")):
         if chain.exists() and certs.fingerprint(chain) == installed:
             return name
-    return "external" if values["TLS_MODE"] == "external" else "unknown"
+    return "external" if values.tls_mode == "external" else "unknown"
 
 
-def status(values: dict) -> dict:
+def status(values: Settings) -> dict:
     """The installed certificate, what each port serves, and the ACME state."""
-    info: dict = {"mode": values["TLS_MODE"]}
+    info: dict = {"mode": values.tls_mode}
     try:
         end = certs.not_after(paths.TLS_CERT)
         info.update(names=certs.cert_names(paths.TLS_CERT),
@@ -297,17 +295,17 @@ def status(values: dict) -> dict:
     expected = installed_fingerprint()
     info["served"] = {name: ("ok" if fp == expected else fp if fp.startswith("error") else
                              "an older certificate") for name, fp in served().items()}
-    if values["TLS_MODE"] == "acme":
+    if values.tls_mode == "acme":
         state = acme.State.load()
         info["acme"] = {"failures": state.failures, "last_error": state.last_error,
                         "next_attempt_in_s": max(0, int(state.next_attempt - time.time()))}
     return info
 
 
-def renew(values: dict, force: bool) -> int:
+def renew(values: Settings, force: bool) -> int:
     """relayctl certs renew: one ACME attempt now (ignoring the back-off), then switch."""
-    if values["TLS_MODE"] != "acme":
-        print(f"TLS_MODE={values['TLS_MODE']}: nothing to renew")
+    if values.tls_mode != "acme":
+        print(f"TLS_MODE={values.tls_mode}: nothing to renew")
         return 1
     with locked():
         if not (force or acme_due()):

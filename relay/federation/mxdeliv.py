@@ -36,11 +36,11 @@ from relay import paths
 from relay import settings as settings_mod
 from relay.wire import unixhttp
 from relay.wire.unixsmtp import UnixSMTP, recipients_and_data
+from relay.settings import Settings
 
 log = logging.getLogger("relay-mxdeliv")
 
 MAX_CONCURRENT = 32           # requests handled at once; more get 503
-SIZE_MARGIN = 64 * 1024       # nginx allows this much above MAX_MESSAGE_SIZE too
 _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 
 
@@ -162,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "chatmail"
     sys_version = ""
     protocol_version = "HTTP/1.1"
-    settings: dict = {}
+    settings: Settings  # set by main() before the server starts
     slots = threading.BoundedSemaphore(MAX_CONCURRENT)
     smtp_factory: Callable[[], smtplib.SMTP] = staticmethod(lambda: UnixSMTP(paths.MXDELIV_POSTFIX))
 
@@ -202,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # one request per connection: nginx opens a new one
         if self._not_here():
             return
-        limit = self.settings["MAX_MESSAGE_SIZE"] + SIZE_MARGIN
+        limit = self.settings.body_limit  # as nginx's client_max_body_size
         length_text = self.headers.get("Content-Length", "")
         if not length_text.isdigit():
             return self._answer(Answer(411, {"error": "Content-Length is required"}))
@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._answer(Answer(413, {"error": "message too large"}))
         envelope = parse_envelope(self.headers.get_all("X-Mail-From") or [],
                                   self.headers.get_all("X-Mail-To") or [],
-                                  self.settings["MAX_RECIPIENTS"])
+                                  self.settings.max_recipients)
         if isinstance(envelope, Answer):
             return self._answer(envelope)
         if length == 0:
@@ -236,8 +236,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    logs.setup("relay-mxdeliv")
-    Handler.settings = settings_mod.load(os.environ)
+    settings = settings_mod.from_environment()
+    logs.setup("relay-mxdeliv", settings.log_level, settings.log_format)
+    Handler.settings = settings
     unixhttp.serve(Handler, paths.MXDELIV_SOCKET, log)
 
 

@@ -48,6 +48,7 @@ import dns.resolver
 from relay import logs
 from relay import paths
 from relay import settings as settings_mod
+from relay.settings import BODY_MARGIN
 from relay.wire.tls import ClientContexts
 from relay.wire.unixsmtp import recipients_and_data
 
@@ -59,7 +60,6 @@ SMTP_TIMEOUT = 60.0
 DNS_LIFETIME = 10.0
 MAX_HOSTS = 3                  # MX hosts tried per attempt; Postfix retries later
 DOMAIN_BUDGET = 600.0          # no further host after this long (lmtp_data_done_timeout: 1200 s)
-SIZE_MARGIN = 64 * 1024
 MARKER = "X-Mxdeliv"
 
 Replies = dict[str, str]       # recipient -> one LMTP reply line
@@ -350,7 +350,7 @@ class LMTPServer:
         """The message up to the lone dot, unstuffed; None when it is too large."""
         chunks: list[bytes] = []
         size = 0
-        limit = self.max_size + SIZE_MARGIN
+        limit = self.max_size + BODY_MARGIN
         while True:
             line = await reader.readuntil(b"\n")
             if line in (b".\r\n", b".\n"):
@@ -437,11 +437,11 @@ async def serve(server: LMTPServer, path: Path) -> asyncio.AbstractServer:
 
 
 async def main() -> None:
-    logs.setup("relay-mxsend")
-    settings = settings_mod.load(os.environ)
-    sender = Sender(helo=settings["MAIL_DOMAIN"], tls=ClientContexts())
+    settings = settings_mod.from_environment()
+    logs.setup("relay-mxsend", settings.log_level, settings.log_format)
+    sender = Sender(helo=settings.mail_domain, tls=ClientContexts())
     pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
-    server = LMTPServer(sender, settings["MAX_MESSAGE_SIZE"], settings["MAX_RECIPIENTS"], pool)
+    server = LMTPServer(sender, settings.max_message_size, settings.max_recipients, pool)
     listener = await serve(server, paths.MXSEND_SOCKET)
     log.info("delivering mail for other domains; LMTP on %s", paths.MXSEND_SOCKET)
     await listener.serve_forever()

@@ -33,6 +33,7 @@ from relay.filter import policy
 from relay import settings as settings_mod
 from relay.filter.ratelimit import TokenBucket
 from relay.wire.unixsmtp import UnixSMTP
+from relay.settings import Settings
 
 log = logging.getLogger("relay-filter")
 
@@ -65,7 +66,7 @@ def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
 
 
 class Handler:
-    def __init__(self, direction: str, settings: dict, limiter: TokenBucket | None,
+    def __init__(self, direction: str, settings: Settings, limiter: TokenBucket | None,
                  reinject_path: Path) -> None:
         self.direction = direction
         self.settings = settings
@@ -75,7 +76,7 @@ class Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= self.settings["MAX_RECIPIENTS"]:
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
@@ -104,12 +105,12 @@ class Handler:
         return await loop.run_in_executor(None, reinject, self.reinject_path, envelope, data)
 
 
-async def serve(handler: Handler, path: Path, settings: dict) -> asyncio.AbstractServer:
+async def serve(handler: Handler, path: Path, settings: Settings) -> asyncio.AbstractServer:
     path.unlink(missing_ok=True)
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(
         lambda: SMTP(handler, hostname="relay-filter", ident="relay-filter",
-                     data_size_limit=settings["MAX_MESSAGE_SIZE"] + 1024 * 1024,
+                     data_size_limit=settings.body_limit,
                      enable_SMTPUTF8=True, decode_data=False, loop=loop),
         path=str(path))
     os.chmod(path, 0o666)  # access is governed by the directory's group (postfix)
@@ -117,10 +118,10 @@ async def serve(handler: Handler, path: Path, settings: dict) -> asyncio.Abstrac
 
 
 async def main() -> None:
-    logs.setup("relay-filter")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
-    settings = settings_mod.load(os.environ)
-    limiter = TokenBucket(settings["MAX_USER_SEND_PER_MINUTE"], settings["MAX_USER_SEND_BURST"])
+    settings = settings_mod.from_environment()
+    logs.setup("relay-filter", settings.log_level, settings.log_format)
+    limiter = TokenBucket(settings.max_user_send_per_minute, settings.max_user_send_burst)
     servers = [
         await serve(Handler("outgoing", settings, limiter, paths.REINJECT_OUT),
                     paths.FILTER_OUT_SOCKET, settings),

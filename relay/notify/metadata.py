@@ -42,6 +42,7 @@ from relay.notify import turn
 from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
 from relay.wire.tls import client_context
+from relay.settings import Settings
 
 log = logging.getLogger("relay-metadata")
 
@@ -58,17 +59,17 @@ class CommitError(Exception):
 
 
 class MetadataService:
-    def __init__(self, settings: dict[str, Any], tokens: push.TokenStore,
+    def __init__(self, settings: Settings, tokens: push.TokenStore,
                  notifier: push.Notifier | None, turn_secret: str = "") -> None:
-        self.domain = settings["MAIL_DOMAIN"]
+        self.domain = settings.mail_domain
         self.tokens = tokens
         self.notifier = notifier
         self.server_entries: dict[str, Any] = {
-            "maxsmtprecipients": str(settings["MAX_RECIPIENTS"]),
+            "maxsmtprecipients": str(settings.max_recipients),
         }
-        if settings["IROH_RELAY_URL"]:
-            self.server_entries["irohrelay"] = settings["IROH_RELAY_URL"]
-        self.turn_secret = turn_secret if settings["TURN"] else ""
+        if settings.iroh_relay_url:
+            self.server_entries["irohrelay"] = settings.iroh_relay_url
+        self.turn_secret = turn_secret if settings.turn else ""
 
     def _user(self, user: str) -> str:
         if not accounts.is_local(user, self.domain):
@@ -189,14 +190,14 @@ async def serve(service: MetadataService, reader: asyncio.StreamReader,
 
 
 async def main() -> None:
-    logs.setup("relay-metadata")
-    settings = settings_mod.load(os.environ)
+    settings = settings_mod.from_environment()
+    logs.setup("relay-metadata", settings.log_level, settings.log_format)
     tokens = push.TokenStore(paths.PUSH_TOKENS)
-    gateway = push.Gateway(settings["PUSH_GATEWAY_URL"], client_context())
+    gateway = push.Gateway(settings.push_gateway_url, client_context())
     notifier = push.Notifier(tokens, push.Spool(paths.PUSH_QUEUE), gateway.post)
     restored = notifier.restore()
-    secret = turn.read_secret(paths.TURN_SECRET) if settings["TURN"] else ""
-    if settings["TURN"] and not secret:
+    secret = turn.read_secret(paths.TURN_SECRET) if settings.turn else ""
+    if settings.turn and not secret:
         log.error("no TURN secret in %s: no turn metadata is offered", paths.TURN_SECRET)
     service = MetadataService(settings, tokens, notifier, secret)
     server = await stream_server(lambda r, w: serve(service, r, w), paths.METADATA_SOCKET)

@@ -67,6 +67,7 @@ from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
 from relay.boot import dkimkey as dkim
+from relay.settings import Settings
 
 TTL = 3600
 TXT_CHUNK = 255               # longest character-string in a TXT record (RFC 1035)
@@ -148,27 +149,27 @@ def no_public_dns(domain: str) -> str | None:
     return None
 
 
-def caa_issuer(settings: dict) -> tuple[str | None, str]:
+def caa_issuer(settings: Settings) -> tuple[str | None, str]:
     """The CAA issuer domain to publish, or None and a comment saying why not."""
-    mode = settings["TLS_MODE"]
+    mode = settings.tls_mode
     if mode == "self-signed":
         return None, ("No CAA record: TLS_MODE=self-signed, no CA issues this relay's "
                       "certificate.")
     if mode == "external":
         return None, ("No CAA record: TLS_MODE=external. If you publish CAA, it must allow the "
                       "CA that issues your certificate.")
-    host = (urlsplit(settings["ACME_DIRECTORY_URL"]).hostname or "").lower()
+    host = (urlsplit(settings.acme_directory_url).hostname or "").lower()
     if host in LETSENCRYPT_HOSTS:
         return LETSENCRYPT_CAA, ""
     return None, (f"No CAA record: the ACME CA at {host} is not one this command knows. If you "
                   "publish CAA, it must allow that CA's issuer domain (see its documentation).")
 
 
-def records(settings: dict, dkim_value: str, mta_sts_policy: str,
+def records(settings: Settings, dkim_value: str, mta_sts_policy: str,
             addresses: Iterable[str], detected: bool = False) -> Zone:
     """Every record of SPEC section 6 for the configured domain. ``detected``:
     the addresses were found on the interfaces, not given in PUBLIC_ADDRESSES."""
-    domain = settings["MAIL_DOMAIN"]
+    domain = settings.mail_domain
     reason = no_public_dns(domain)
     if reason:
         return Zone(domain, (Comment(reason),), publishable=False)
@@ -220,7 +221,7 @@ def records(settings: dict, dkim_value: str, mta_sts_policy: str,
     sts = f"v=STSv1; id={mta_sts_id(mta_sts_policy)}"
     add(f"_mta-sts.{origin}", "TXT", txt_rdata(sts), "mta-sts", sts)
 
-    admin = settings.get("ADMIN_EMAIL", "")
+    admin = settings.admin_email
     if not admin:
         items.append(Comment("No TLSRPT record (optional): set ADMIN_EMAIL to receive TLS "
                              "reports."))
@@ -691,9 +692,9 @@ def as_json(zone: Zone, results: list[Result] | None) -> str:
     return json.dumps(data, indent=2)
 
 
-def run(settings: dict, do_check: bool = False, json_output: bool = False,
+def run(settings: Settings, do_check: bool = False, json_output: bool = False,
         resolve: Resolve | None = None) -> int:
-    domain = settings["MAIL_DOMAIN"]
+    domain = settings.mail_domain
     if no_public_dns(domain):
         zone = records(settings, "", "", ())
     else:
@@ -704,7 +705,7 @@ def run(settings: dict, do_check: bool = False, json_output: bool = False,
             print(f"relayctl dns: the DKIM key or the MTA-STS policy is not there yet ({exc}); "
                   "start the relay first", file=sys.stderr)
             return 1
-        given = settings["PUBLIC_ADDRESSES"]
+        given = settings.public_addresses
         zone = records(settings, dkim_value, policy, given or local_addresses(),
                        detected=not given)
     results = None

@@ -25,6 +25,7 @@ from relay.ops import dnsrecords
 from relay import paths
 from relay import settings as settings_mod
 from relay import system
+from relay.settings import Settings
 
 CLOCK_SKEW_LIMIT = 30.0      # seconds; TLS and DKIM tolerate little more
 DEFAULT_PORT25_HOSTS = ("gmail-smtp-in.l.google.com", "mx.delta.chat")
@@ -49,14 +50,14 @@ def _resolver():
     return resolver
 
 
-def public_addresses(values: dict) -> list[str]:
-    return list(values["PUBLIC_ADDRESSES"]) or dnsrecords.local_addresses()
+def public_addresses(values: Settings) -> list[str]:
+    return list(values.public_addresses) or dnsrecords.local_addresses()
 
 
-def check_resolver(values: dict) -> Check:
+def check_resolver(values: Settings) -> Check:
     import dns.exception
     import dns.resolver
-    domain = values["MAIL_DOMAIN"]
+    domain = values.mail_domain
     try:
         _resolver().resolve(domain.lstrip("["), "A")
         return Check("resolver", "ok", f"answers for {domain}")
@@ -67,8 +68,8 @@ def check_resolver(values: dict) -> Check:
                      "check /etc/resolv.conf of the container (Docker's --dns) and the host's resolver")
 
 
-def check_forward_dns(values: dict) -> Check:
-    domain = values["MAIL_DOMAIN"]
+def check_forward_dns(values: Settings) -> Check:
+    domain = values.mail_domain
     if not dnsrecords.records(values, "", "", ()).publishable:
         return Check("forward DNS", "skip", f"{domain} has no DNS")
     found = set()
@@ -90,7 +91,7 @@ def check_forward_dns(values: dict) -> Check:
     return Check("forward DNS", "ok", f"{domain} -> {', '.join(sorted(found))}")
 
 
-def check_reverse_dns(values: dict) -> Check:
+def check_reverse_dns(values: Settings) -> Check:
     import dns.reversename
     addresses = public_addresses(values)
     if not addresses:
@@ -116,7 +117,7 @@ def check_reverse_dns(values: dict) -> Check:
             good.append(f"{addr} -> {names[0]}")
     if problems:
         return Check("reverse DNS", "warn", "; ".join(problems),
-                     f"ask your provider for a PTR record naming {values['MAIL_DOMAIN']}: "
+                     f"ask your provider for a PTR record naming {values.mail_domain}: "
                      "many servers refuse mail from addresses without one")
     return Check("reverse DNS", "ok", "; ".join(good))
 
@@ -165,13 +166,13 @@ def check_clock(url: str) -> Check:
     return Check("clock", "ok", f"{skew:+.1f} s from {url}'s clock")
 
 
-def check_headroom(values: dict) -> list[Check]:
+def check_headroom(values: Settings) -> list[Check]:
     disk = system.free_disk(paths.DATA)
     mem = system.available_memory()
     out = []
     for name, have, need, advice in (
-            ("disk", disk, values["CREATE_MIN_FREE_DISK"], "free space on the data volume"),
-            ("memory", mem, values["CREATE_MIN_FREE_MEMORY"], "add memory or swap")):
+            ("disk", disk, values.create_min_free_disk, "free space on the data volume"),
+            ("memory", mem, values.create_min_free_memory, "add memory or swap")):
         mib = have // (1024 * 1024)
         if have < need:
             out.append(Check(f"{name} headroom", "fail", f"{mib} MiB free, below the "
@@ -195,7 +196,7 @@ def check_certificate() -> Check:
     return Check("certificate served", "ok", f"on all {len(certwatch.ENDPOINTS)} endpoints")
 
 
-def run_checks(values: dict, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
+def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
     checks = [check_resolver(values), check_forward_dns(values), check_reverse_dns(values),
               check_ipv6()]
     checks.append(check_port25(port25_hosts) if port25_hosts else
@@ -218,9 +219,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clock-url", help="an HTTPS URL whose Date header is the reference "
                         "(default: ACME_DIRECTORY_URL)")
     args = parser.parse_args(argv)
-    values = settings_mod.load(os.environ)
+    values = settings_mod.from_environment()
     hosts = None if args.startup else (args.port25_host or list(DEFAULT_PORT25_HOSTS))
-    clock = args.clock_url or (values["ACME_DIRECTORY_URL"] if values["TLS_MODE"] == "acme" else None)
+    clock = args.clock_url or (values.acme_directory_url if values.tls_mode == "acme" else None)
     checks = run_checks(values, hosts, clock)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))

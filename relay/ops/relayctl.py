@@ -28,6 +28,7 @@ from relay.store import expire
 from relay.ops import health
 from relay import paths
 from relay import system
+from relay.settings import Settings
 
 
 def services() -> dict[str, str]:
@@ -53,19 +54,19 @@ def count_files(directory) -> int:
         return 0
 
 
-def dkim_published(values: dict) -> str:
+def dkim_published(values: Settings) -> str:
     """ok, missing, wrong or error: the DKIM TXT record as the resolver sees it."""
     from relay.ops import dnsrecords
     if not dnsrecords.records(values, "", "", ()).publishable:
         return "not applicable (no DNS for this domain)"
-    zone = dnsrecords.Zone(values["MAIL_DOMAIN"], tuple(
+    zone = dnsrecords.Zone(values.mail_domain, tuple(
         r for r in dnsrecords.records(values, dkim.txt_record_value(), "", ("192.0.2.1",)).records
         if r.kind == "dkim"), addresses=("192.0.2.1",))
     result = dnsrecords.check(zone, dnsrecords.dns_resolver(budget=5))[0]
     return result.status + (f" ({result.note})" if result.note else "")
 
 
-def certificate_summary(values: dict) -> dict:
+def certificate_summary(values: Settings) -> dict:
     from relay.certs import watch as certwatch
     info = certwatch.status(values)
     stale = sorted(k for k, v in info.pop("served").items() if v != "ok")
@@ -77,9 +78,9 @@ def certificate_summary(values: dict) -> dict:
 
 def status() -> dict:
     from relay import settings
-    values = settings.load(os.environ)
+    values = settings.from_environment()
     return {
-        "domain": values["MAIL_DOMAIN"],
+        "domain": values.mail_domain,
         "services": services(),
         "accounts": accounts.count(),
         "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "certs":
         from relay.certs import watch as certwatch
         from relay import settings
-        values = settings.load(os.environ)
+        values = settings.from_environment()
         if args.action == "renew":
             return certwatch.renew(values, args.force)
         show(certwatch.status(values), args.json)
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dns":
         from relay.ops import dnsrecords
         from relay import settings
-        return dnsrecords.run(settings.load(os.environ), do_check=args.check,
+        return dnsrecords.run(settings.from_environment(), do_check=args.check,
                               json_output=args.json)
     return 2
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from relay import logs
 from relay import paths
 from relay import settings as settings_mod
+from relay.settings import Settings
 
 log = logging.getLogger("relay-expire")
 
@@ -112,11 +113,11 @@ def expire_messages(home: Path, now: float, max_age: float, large_age: float,
         report.messages_kept -= 1
 
 
-def run_once(settings: dict, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
+def run_once(settings: Settings, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
              mail_root: Path = paths.MAIL, tokens_root: Path = paths.PUSH_TOKENS) -> Report:
     now = time.time() if now is None else now
     report = Report()
-    inactive = settings["DELETE_INACTIVE_USERS_AFTER"] * DAY
+    inactive = settings.delete_inactive_users_after * DAY
 
     live: set[str] = set()
     deleted: set[str] = set()
@@ -158,8 +159,8 @@ def run_once(settings: dict, now: float | None = None, accounts_root: Path = pat
             except OSError as exc:
                 report.errors.append(f"{home.name}: {exc}")
             continue
-        expire_messages(Path(home.path), now, settings["DELETE_MAILS_AFTER"] * DAY,
-                        settings["DELETE_LARGE_AFTER"] * DAY, settings["MAILBOX_QUOTA"], report)
+        expire_messages(Path(home.path), now, settings.delete_mails_after * DAY,
+                        settings.delete_large_after * DAY, settings.mailbox_quota, report)
 
     # Push tokens are stored only by a logged-in user, so a token file without an
     # account belongs to an account deleted now or earlier.
@@ -183,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relay.store.expire")
     parser.add_argument("--loop", action="store_true", help="run a pass every hour")
     args = parser.parse_args(argv)
-    logs.setup("relay-expire")
-    settings = settings_mod.load(os.environ)
+    settings = settings_mod.from_environment()
+    logs.setup("relay-expire", settings.log_level, settings.log_format)
     while True:
         started = time.monotonic()
         report = run_once(settings)

@@ -5,6 +5,8 @@ import os
 import pytest
 
 from relay.store import expire
+from dataclasses import replace
+
 from relay.settings import load
 
 DAY = 86400
@@ -106,7 +108,8 @@ def test_symlinks_are_not_followed(tree, tmp_path):
 def test_quota_removes_oldest_down_to_70_percent_but_nothing_younger_than_a_day(tree):
     accounts, mail, account = tree
     quota = 10 * 1024 * 1024
-    settings = {**SETTINGS, "MAILBOX_QUOTA": quota}
+    settings = replace(SETTINGS, mailbox_quota=quota,
+                       delete_large_after=10)  # 1 MiB messages are "large": keep them out of this test
     mib = 1024 * 1024
     # 9 MiB in all (90 %): nine 1 MiB messages aged 9..1 days, plus one of 0.5 MiB from an hour ago
     messages = [("cur", days, mib) for days in range(9, 0, -1)]
@@ -114,7 +117,6 @@ def test_quota_removes_oldest_down_to_70_percent_but_nothing_younger_than_a_day(
     home = mail / "alice@chat.example.org" / "Maildir"
     (home / "new" / "fresh.msg").write_bytes(b"x" * (mib // 2))
     age(home / "new" / "fresh.msg", 1 / 24)
-    settings["DELETE_LARGE_AFTER"] = 10  # 1 MiB messages are "large": keep them out of this test
     report = expire.run_once(settings, NOW, accounts, mail)
     # 9.5 MiB -> at most 7 MiB: the three oldest go (9, 8, 7 days), leaving 6.5 MiB
     assert report.quota_deleted == 3
@@ -125,7 +127,7 @@ def test_quota_removes_oldest_down_to_70_percent_but_nothing_younger_than_a_day(
 def test_quota_never_removes_mail_younger_than_a_day(tree):
     accounts, mail, account = tree
     mib = 1024 * 1024
-    settings = {**SETTINGS, "MAILBOX_QUOTA": 10 * mib, "DELETE_LARGE_AFTER": 10}
+    settings = replace(SETTINGS, mailbox_quota=10 * mib, delete_large_after=10)
     account("alice@chat.example.org", 1, [("new", 0.5, mib) for _ in range(9)])
     report = expire.run_once(settings, NOW, accounts, mail)
     assert report.quota_deleted == 0
@@ -135,7 +137,7 @@ def test_quota_never_removes_mail_younger_than_a_day(tree):
 def test_under_75_percent_nothing_is_removed(tree):
     accounts, mail, account = tree
     mib = 1024 * 1024
-    settings = {**SETTINGS, "MAILBOX_QUOTA": 10 * mib, "DELETE_LARGE_AFTER": 10}
+    settings = replace(SETTINGS, mailbox_quota=10 * mib, delete_large_after=10)
     account("alice@chat.example.org", 1, [("cur", 5, mib) for _ in range(7)])
     assert expire.run_once(settings, NOW, accounts, mail).quota_deleted == 0
 

@@ -14,6 +14,7 @@ import pytest
 from relay.federation import mxdeliv
 from relay.wire import unixhttp
 from relay.federation.mxdeliv import Answer
+from relay.settings import load
 
 
 @pytest.mark.parametrize("froms,tos,want", [
@@ -137,7 +138,8 @@ def test_8bit_body_and_utf8_addresses_get_smtp_options():
 @pytest.fixture
 def server(tmp_path):
     pf = ScriptedPostfix()
-    mxdeliv.Handler.settings = {"MAX_MESSAGE_SIZE": 1024 * 1024, "MAX_RECIPIENTS": 10}
+    mxdeliv.Handler.settings = load({"MAIL_DOMAIN": "relay-b.test", "MAX_MESSAGE_SIZE": "1M",
+                                     "MAX_RECIPIENTS": "10"})
     mxdeliv.Handler.smtp_factory = staticmethod(pf)
     path = tmp_path / "http.sock"
     srv = unixhttp.Server(str(path), mxdeliv.Handler)

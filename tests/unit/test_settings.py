@@ -8,20 +8,20 @@ BASE = {"MAIL_DOMAIN": "chat.example.org"}
 
 def test_defaults_follow_the_spec():
     v = load(BASE)
-    assert v["TLS_MODE"] == "acme"
-    assert v["USERNAME_MIN_LENGTH"] == v["USERNAME_MAX_LENGTH"] == 9
-    assert v["PASSWORD_MIN_LENGTH"] == 9
-    assert v["MAX_MESSAGE_SIZE"] == 30 * 1024 * 1024
-    assert v["MAX_RECIPIENTS"] == 1000
-    assert v["MAILBOX_QUOTA"] == 500 * 1024 * 1024
-    assert v["CREATE_MAX_LOAD"] == 5.0
-    assert v["CREATE_MIN_FREE_MEMORY"] == 200 * 1024 * 1024
-    assert v["CREATE_MIN_FREE_DISK"] == 1024 ** 3
-    assert v["MAX_IMAP_CONNECTIONS"] == 10000
-    assert v["MAX_SMTP_CONNECTIONS"] == 1000
-    assert v["DELETE_MAILS_AFTER"] == 20
-    assert v["DELETE_LARGE_AFTER"] == 7
-    assert v["DELETE_INACTIVE_USERS_AFTER"] == 90
+    assert v.tls_mode == "acme"
+    assert v.username_min_length == v.username_max_length == 9
+    assert v.password_min_length == 9
+    assert v.max_message_size == 30 * 1024 * 1024
+    assert v.max_recipients == 1000
+    assert v.mailbox_quota == 500 * 1024 * 1024
+    assert v.create_max_load == 5.0
+    assert v.create_min_free_memory == 200 * 1024 * 1024
+    assert v.create_min_free_disk == 1024 ** 3
+    assert v.max_imap_connections == 10000
+    assert v.max_smtp_connections == 1000
+    assert v.delete_mails_after == 20
+    assert v.delete_large_after == 7
+    assert v.delete_inactive_users_after == 90
 
 
 @pytest.mark.parametrize("domain", [
@@ -29,7 +29,7 @@ def test_defaults_follow_the_spec():
     "[192.0.2.1]", "[ipv6:2001:db8::1]", "Chat.Example.ORG.",
 ])
 def test_accepted_domains(domain):
-    assert load({"MAIL_DOMAIN": domain})["MAIL_DOMAIN"] == domain.lower().rstrip(".")
+    assert load({"MAIL_DOMAIN": domain}).mail_domain == domain.lower().rstrip(".")
 
 
 @pytest.mark.parametrize("domain", [
@@ -51,7 +51,7 @@ def test_missing_domain():
 
 
 def test_empty_value_takes_the_default():
-    assert load({**BASE, "TLS_MODE": "", "MAX_RECIPIENTS": "  "})["MAX_RECIPIENTS"] == 1000
+    assert load({**BASE, "TLS_MODE": "", "MAX_RECIPIENTS": "  "}).max_recipients == 1000
 
 
 @pytest.mark.parametrize("name,value,accepted", [
@@ -93,10 +93,10 @@ def test_every_setting_is_documented():
 
 def test_push_and_turn_defaults():
     v = load(BASE)
-    assert v["PUSH_GATEWAY_URL"] == "https://notifications.delta.chat/notify"
-    assert v["IROH_RELAY_URL"] == ""
-    assert v["TURN"] is True
-    assert v["TURN_RELAY_PORTS"] == (49152, 49171)
+    assert v.push_gateway_url == "https://notifications.delta.chat/notify"
+    assert v.iroh_relay_url == ""
+    assert v.turn is True
+    assert v.turn_relay_ports == (49152, 49171)
 
 
 @pytest.mark.parametrize("name,value", [
@@ -117,7 +117,7 @@ def test_bad_push_and_turn_values_name_the_variable(name, value):
 
 
 def test_turn_relay_ports_accepts_a_range():
-    assert load({**BASE, "TURN_RELAY_PORTS": " 50000-50000 "})["TURN_RELAY_PORTS"] == (50000, 50000)
+    assert load({**BASE, "TURN_RELAY_PORTS": " 50000-50000 "}).turn_relay_ports == (50000, 50000)
 
 
 def test_json_log_lines(monkeypatch, capsys):
@@ -125,14 +125,12 @@ def test_json_log_lines(monkeypatch, capsys):
     import logging
 
     from relay import logs
-    monkeypatch.setenv("LOG_FORMAT", "json")
-    log = logs.setup("relay-test")
+    log = logs.setup("relay-test", "info", "json")
     log.info("delivered %d messages", 3)
     line = capsys.readouterr().err.strip().splitlines()[-1]
     entry = jsonlib.loads(line)
     assert entry["service"] == "relay-test" and entry["level"] == "info"
     assert entry["msg"] == "delivered 3 messages" and entry["ts"].endswith("Z")
-    monkeypatch.setenv("LOG_FORMAT", "text")
-    logs.setup("relay-test").warning("plain")
+    logs.setup("relay-test", "info", "text").warning("plain")
     assert capsys.readouterr().err.strip().endswith("relay-test: WARNING plain")
     logging.getLogger().handlers.clear()
