@@ -17,7 +17,7 @@ Everything runs against a fresh container of the real image on loopback ports:
   comparator image (same Dockerfile, Debian's stock Dovecot: `make image
   DOVECOT=stock IMAGE=chatmail-relay:stock`), so the ratio is read side by side;
 * federation: Delta Chat end to end from relay-a.test to relay-b.test (A sends, B's
-  client receives) on the test network of tests/fednet.py (real DNS, ACME, DKIM), over
+  client receives) on the test network of tests/support/fednet.py (real DNS, ACME, DKIM), over
   HTTPS /mxdeliv and over SMTP with 443 down (`bench/run.py --federation-only`: just this).
 
 Not part of `make test`: numbers are reported, never asserted.
@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from relay.store import expire
 from relay.filter import policy
@@ -231,7 +231,7 @@ def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10,
 
 
 def federation_latency(rounds: int = 30) -> dict:
-    """Delta Chat end to end across the federation of tests/fednet.py (relay-a.test sends,
+    """Delta Chat end to end across the federation of tests/support/fednet.py (relay-a.test sends,
     relay-b.test's client receives; real DNS, ACME certificates, DKIM): over HTTPS
     /mxdeliv, and over SMTP with STARTTLS while both relays' port 443 is down."""
     from fednet import Federation, dc_account

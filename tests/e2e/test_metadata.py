@@ -10,7 +10,7 @@ import pytest
 
 from relaytest import ROOT, Relay, get_metadata, imap_login, set_device_token, wait_for
 
-TURN_CLIENT = (ROOT / "tests" / "turnclient.py").read_text()
+TURN_CLIENT = (ROOT / "tests" / "support" / "turnclient.py").read_text()
 SERVER_ENTRIES = ("/shared/vendor/deltachat/turn", "/shared/vendor/deltachat/maxsmtprecipients",
                   "/shared/vendor/deltachat/irohrelay", "/shared/admin")
 

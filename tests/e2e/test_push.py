@@ -1,6 +1,6 @@
 """Push notifications to a local HTTPS gateway, and what the relay keeps about users on /data.
 
-The gateway is tests/push_receiver.py in a container on a docker network this
+The gateway is tests/support/push_receiver.py in a container on a docker network this
 module creates, with a certificate from a CA made here with openssl; the relay
 on the same network trusts that CA through EXTRA_CA_FILE and posts to
 https://gateway.push.test:8443/notify.
@@ -85,7 +85,7 @@ def gateway(image_exists, tmp_path_factory):
     directory = tmp_path_factory.mktemp("push-ca")
     make_certificates(directory)
     files = {name: (directory / name).read_text() for name in ("ca.pem", "cert.pem", "key.pem")}
-    files["push_receiver.py"] = (ROOT / "tests" / "push_receiver.py").read_text()
+    files["push_receiver.py"] = (ROOT / "tests" / "support" / "push_receiver.py").read_text()
     gw = Gateway(f"relaytest-push-{suffix}-gw", network, volume)
     docker("network", "create", network)
     try:

@@ -1,5 +1,5 @@
 """One federation for the whole directory: relay-a.test, relay-b.test and classic.test on a
-test network with real DNS and ACME (tests/fednet.py), plus Delta Chat clients."""
+test network with real DNS and ACME (tests/support/fednet.py), plus Delta Chat clients."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Dovecot's dict protocol (lines, TAB-escaped) and Postfix's socketmap protocol
   enough password, and only inside the account directory.
 
 The servers run for real (asyncio on a socketpair); FUZZ_EXAMPLES=20000 runs a
-longer randomized search (tests/fuzzing.py).
+longer randomized search (tests/support/fuzzing.py).
 """
 
 import json

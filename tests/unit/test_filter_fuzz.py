@@ -3,7 +3,7 @@
 * nothing raises, whatever the bytes;
 * random bytes and mutated cleartext messages are never accepted;
 * a mutated encrypted message is accepted only if it still is OpenPGP/MIME, judged
-  by relay.filter.openpgp itself and by the independent oracle of tests/corpus_tools.py;
+  by relay.filter.openpgp itself and by the independent oracle of tests/support/corpus_tools.py;
 * relay.filter.openpgp's packet-stream check agrees with the oracle on random packet
   streams and on mutations of real gpg packet streams (re-armored with a valid
   CRC, so the mutation reaches the packet parser instead of the checksum).

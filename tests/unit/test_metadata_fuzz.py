@@ -12,7 +12,7 @@ Whatever lines arrive:
 * the server entries are read-only: no transaction can change them;
 * a new-mail event notifies only a user of this relay.
 
-The server runs for real on a socketpair as well (tests/fuzzing.py).
+The server runs for real on a socketpair as well (tests/support/fuzzing.py).
 """
 
 import re

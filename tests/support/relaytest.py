@@ -20,7 +20,7 @@ from pathlib import Path
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 IMAGE = os.environ.get("IMAGE", "chatmail-relay:latest")
 PORTS = (25, 80, 443, 465, 587, 993)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # What compose.yaml grants the container (tests/image/test_compose.py checks that
 # the two agree); every test container runs with the same restrictions.

@@ -20,7 +20,7 @@ The .eml files and the envelopes use the placeholders ``{sender}`` and
 
 Only regeneration needs gpg; the tests read the committed files:
 
-    python3 tests/corpus_tools.py        # rewrites tests/corpus/ (new random keys)
+    python3 tests/support/corpus_tools.py        # rewrites tests/corpus/ (new random keys)
 
 The helpers below (armor, packet parsing and encoding, CRC-24) are written
 independently of ``relay.filter.openpgp`` so the tests can use them as an oracle.
@@ -40,7 +40,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 MANIFEST = CORPUS / "manifest.json"
 SENDER = "{sender}"
 RECIPIENT = "{recipient}"
@@ -719,7 +719,7 @@ def main() -> int:
     corpus.write_manifest()
     print(f"wrote {len(corpus.cases)} cases to {CORPUS}")
     # cross-check against the filter, when it is importable
-    sys.path.insert(0, str(CORPUS.parent.parent))
+    sys.path.insert(0, str(CORPUS.parents[1]))
     try:
         from relay.filter.policy import check_incoming, check_outgoing
     except ImportError:

@@ -26,7 +26,7 @@ CA_IN_CONTAINER = "/etc/chatmail-test/extra-ca.pem"
 
 
 def build_tools_image() -> None:
-    docker("build", "-q", "-t", TOOLS_IMAGE, str(ROOT / "tests" / "testnet"), timeout=900)
+    docker("build", "-q", "-t", TOOLS_IMAGE, str(ROOT / "tests" / "support" / "testnet-image"), timeout=900)
 
 
 class TestNet:
