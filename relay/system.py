@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
+from typing import Iterable
 
 
 def ipv6_available() -> bool:
@@ -54,3 +56,59 @@ def available_memory() -> int:
 def free_disk(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
+
+
+# --- the container's own addresses (for DNS records and the doctor) -----------
+
+IPV6_SKIP_FLAGS = 0x01 | 0x08 | 0x20 | 0x40  # temporary, DAD failed, deprecated, tentative
+
+
+def parse_if_inet6(text: str) -> list[str]:
+    """IPv6 addresses from /proc/net/if_inet6 that suit DNS (not temporary or tentative)."""
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or len(fields[0]) != 32:
+            continue
+        if int(fields[4], 16) & IPV6_SKIP_FLAGS:
+            continue
+        out.append(str(ipaddress.IPv6Address(int(fields[0], 16))))
+    return out
+
+
+def parse_fib_trie(text: str) -> list[str]:
+    """The local IPv4 addresses in /proc/net/fib_trie (leaves marked ``/32 host LOCAL``)."""
+    out: list[str] = []
+    leaf = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|-- "):
+            leaf = stripped[4:].strip()
+        elif stripped.startswith("+--") or stripped.endswith(":"):
+            leaf = None
+        elif leaf and stripped.startswith("/32 host LOCAL") and leaf not in out:
+            out.append(leaf)
+    return out
+
+
+def global_addresses(candidates: Iterable[str]) -> list[str]:
+    """Publicly routable addresses only, IPv4 first, without duplicates."""
+    found = []
+    for text in candidates:
+        try:
+            addr = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if addr.is_global and not addr.is_multicast and addr not in found:
+            found.append(addr)
+    return [str(a) for a in sorted(found, key=lambda a: (a.version, a))]
+
+
+def local_addresses(proc: Path = Path("/proc/net")) -> list[str]:
+    texts = []
+    for name, parse in (("fib_trie", parse_fib_trie), ("if_inet6", parse_if_inet6)):
+        try:
+            texts += parse((proc / name).read_text())
+        except OSError:
+            pass
+    return global_addresses(texts)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote
 

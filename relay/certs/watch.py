@@ -24,7 +24,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 import smtplib
 import socket
 import ssl

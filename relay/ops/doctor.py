@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import email.utils
 import json
-import os
 import socket
 import sys
 import time
@@ -21,7 +20,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 
 from relay.certs import watch as certwatch
-from relay.ops import dnsrecords
+from relay.ops import dnszone
 from relay import paths
 from relay import settings as settings_mod
 from relay import system
@@ -51,7 +50,7 @@ def _resolver():
 
 
 def public_addresses(values: Settings) -> list[str]:
-    return list(values.public_addresses) or dnsrecords.local_addresses()
+    return list(values.public_addresses) or system.local_addresses()
 
 
 def check_resolver(values: Settings) -> Check:
@@ -70,7 +69,7 @@ def check_resolver(values: Settings) -> Check:
 
 def check_forward_dns(values: Settings) -> Check:
     domain = values.mail_domain
-    if not dnsrecords.records(values, "", "", ()).publishable:
+    if not dnszone.records(values, "", "", ()).publishable:
         return Check("forward DNS", "skip", f"{domain} has no DNS")
     found = set()
     for rtype in ("A", "AAAA"):
@@ -123,7 +122,7 @@ def check_reverse_dns(values: Settings) -> Check:
 
 
 def check_ipv6() -> Check:
-    v6 = [a for a in dnsrecords.local_addresses() if ":" in a]
+    v6 = [a for a in system.local_addresses() if ":" in a]
     if not system.ipv6_available():
         return Check("IPv6", "skip", "the container has no IPv6",
                      "optional: enable IPv6 in Docker for reachability over IPv6")

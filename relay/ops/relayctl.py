@@ -56,13 +56,13 @@ def count_files(directory) -> int:
 
 def dkim_published(values: Settings) -> str:
     """ok, missing, wrong or error: the DKIM TXT record as the resolver sees it."""
-    from relay.ops import dnsrecords
-    if not dnsrecords.records(values, "", "", ()).publishable:
+    from relay.ops import dnscheck, dnszone
+    if not dnszone.records(values, "", "", ()).publishable:
         return "not applicable (no DNS for this domain)"
-    zone = dnsrecords.Zone(values.mail_domain, tuple(
-        r for r in dnsrecords.records(values, dkim.txt_record_value(), "", ("192.0.2.1",)).records
+    zone = dnszone.Zone(values.mail_domain, tuple(
+        r for r in dnszone.records(values, dkim.txt_record_value(), "", ("192.0.2.1",)).records
         if r.kind == "dkim"), addresses=("192.0.2.1",))
-    result = dnsrecords.check(zone, dnsrecords.dns_resolver(budget=5))[0]
+    result = dnscheck.check(zone, dnscheck.dns_resolver(budget=5))[0]
     return result.status + (f" ({result.note})" if result.note else "")
 
 
@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         from relay.store import backup
         return backup.main([args.command] + (["--force"] if getattr(args, "force", False) else []))
     if args.command == "dns":
-        from relay.ops import dnsrecords
+        from relay.ops import dnsreport
         from relay import settings
-        return dnsrecords.run(settings.from_environment(), do_check=args.check,
+        return dnsreport.run(settings.from_environment(), do_check=args.check,
                               json_output=args.json)
     return 2
 

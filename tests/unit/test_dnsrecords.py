@@ -17,7 +17,8 @@ import dns.zone
 import pytest
 
 from relay.ops import relayctl as cli
-from relay.ops import dnsrecords as d
+from relay import system
+from relay.ops import dnscheck, dnsreport, dnszone
 from relay import settings
 
 DOMAIN = "chat.example.org"
@@ -36,7 +37,7 @@ def make_settings(**env):
 
 def make_zone(addresses=("203.0.113.5", "2001:db8::5"), dkim=DKIM_VALUE, policy=POLICY,
               detected=False, **env):
-    return d.records(make_settings(**env), dkim, policy, addresses, detected)
+    return dnszone.records(make_settings(**env), dkim, policy, addresses, detected)
 
 
 def parse(text, origin=DOMAIN):
@@ -62,23 +63,23 @@ def resolver_for(text, errors=()):
 
     def resolve(name, rtype):
         if (name, rtype) in errors:
-            return d.Answer(error="timed out")
+            return dnscheck.Answer(error="timed out")
         current = dns.name.from_text(name)
         for _ in range(8):
             node = zone.get_node(current)
             if node is None:
-                return d.Answer(canonical=current.to_text()) if current.to_text() != name \
-                    else d.Answer()
+                return dnscheck.Answer(canonical=current.to_text()) if current.to_text() != name \
+                    else dnscheck.Answer()
             found = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.from_text(rtype))
             if found:
                 if rtype == "TXT":
                     values = tuple(b"".join(r.strings).decode() for r in found)
                 else:
                     values = tuple(r.to_text() for r in found)
-                return d.Answer(values, current.to_text())
+                return dnscheck.Answer(values, current.to_text())
             cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
             if not cname:
-                return d.Answer(canonical=current.to_text())
+                return dnscheck.Answer(canonical=current.to_text())
             current = cname[0].target
         raise AssertionError("CNAME loop")
 
@@ -101,7 +102,7 @@ def by_name(results):
 # --- the records ----------------------------------------------------------------
 
 def test_zone_text_parses_and_has_every_record_of_spec_section_6():
-    text = d.zone_text(make_zone())
+    text = dnszone.zone_text(make_zone())
     assert "$ORIGIN" not in text and "$TTL" not in text
     zone = parse(text)
     assert [r.address for r in rdatas(zone, ORIGIN, "A")] == ["203.0.113.5"]
@@ -111,7 +112,7 @@ def test_zone_text_parses_and_has_every_record_of_spec_section_6():
     assert txt_values(zone, ORIGIN) == ["v=spf1 a ~all"]
     assert txt_values(zone, f"chatmail._domainkey.{ORIGIN}") == [DKIM_VALUE]
     assert txt_values(zone, f"_dmarc.{ORIGIN}") == ["v=DMARC1;p=reject;adkim=s;aspf=s"]
-    assert txt_values(zone, f"_mta-sts.{ORIGIN}") == [f"v=STSv1; id={d.mta_sts_id(POLICY)}"]
+    assert txt_values(zone, f"_mta-sts.{ORIGIN}") == [f"v=STSv1; id={dnszone.mta_sts_id(POLICY)}"]
     assert txt_values(zone, f"_smtp._tls.{ORIGIN}") == ["v=TLSRPTv1;rua=mailto:ops@example.net"]
     for host in ("mta-sts", "www"):
         assert [r.target.to_text() for r in rdatas(zone, f"{host}.{ORIGIN}", "CNAME")] == [ORIGIN]
@@ -129,7 +130,7 @@ def test_zone_text_parses_and_has_every_record_of_spec_section_6():
 
 def test_every_record_line_is_a_record_of_the_zone_and_nothing_else():
     zone = make_zone()
-    parsed = parse(d.zone_text(zone))
+    parsed = parse(dnszone.zone_text(zone))
     count = sum(len(rds) for _, rds in parsed.iterate_rdatasets())
     assert count == len(zone.records) == 15
 
@@ -137,7 +138,7 @@ def test_every_record_line_is_a_record_of_the_zone_and_nothing_else():
 def test_a_long_dkim_value_is_split_into_strings_of_at_most_255_and_rejoins():
     value = "v=DKIM1; k=rsa; p=" + base64.b64encode(os.urandom(550)).decode()  # 4096-bit size
     assert len(value) == 754
-    zone = parse(d.zone_text(make_zone(dkim=value)))
+    zone = parse(dnszone.zone_text(make_zone(dkim=value)))
     (record,) = rdatas(zone, f"chatmail._domainkey.{ORIGIN}", "TXT")
     assert len(record.strings) == 3
     assert all(len(s) <= 255 for s in record.strings)
@@ -146,23 +147,23 @@ def test_a_long_dkim_value_is_split_into_strings_of_at_most_255_and_rejoins():
 
 
 def test_txt_rdata_quotes_and_escapes():
-    assert d.txt_rdata('a"b\\c') == '"a\\"b\\\\c"'
-    assert d.txt_rdata("x" * 256) == '"' + "x" * 255 + '" "x"'
-    assert d.txt_rdata("x" * 255) == '"' + "x" * 255 + '"'
+    assert dnszone.txt_rdata('a"b\\c') == '"a\\"b\\\\c"'
+    assert dnszone.txt_rdata("x" * 256) == '"' + "x" * 255 + '" "x"'
+    assert dnszone.txt_rdata("x" * 255) == '"' + "x" * 255 + '"'
     with pytest.raises(ValueError):
-        d.txt_rdata("non-ascii é")
+        dnszone.txt_rdata("non-ascii é")
 
 
 def test_the_mta_sts_id_follows_the_policy_text():
-    first = d.mta_sts_id(POLICY)
-    assert first == d.mta_sts_id(POLICY)
-    assert first != d.mta_sts_id(POLICY.replace("enforce", "testing"))
+    first = dnszone.mta_sts_id(POLICY)
+    assert first == dnszone.mta_sts_id(POLICY)
+    assert first != dnszone.mta_sts_id(POLICY.replace("enforce", "testing"))
     assert first.isalnum() and 1 <= len(first) <= 32
 
 
 def test_without_addresses_the_zone_asks_for_them_and_still_parses():
     zone = make_zone(addresses=())
-    text = d.zone_text(zone)
+    text = dnszone.zone_text(zone)
     parsed = parse(text)
     assert rdatas(parsed, ORIGIN, "A") == [] and rdatas(parsed, ORIGIN, "AAAA") == []
     assert "PUBLIC_ADDRESSES" in text
@@ -193,29 +194,29 @@ def test_caa_only_for_a_ca_we_know(env, caa):
     assert found == ([caa] if caa else [])
     if "ACME_DIRECTORY_URL" in env and not caa:
         assert any("pebble.example.test" in c for c in zone.comments)
-    parse(d.zone_text(zone))
+    parse(dnszone.zone_text(zone))
 
 
 @pytest.mark.parametrize("domain", ["[192.0.2.1]", "localhost"])
 def test_ip_literals_and_localhost_have_nothing_to_publish(domain, capsys):
     zone = make_zone(MAIL_DOMAIN=domain)
     assert zone.records == [] and not zone.publishable
-    text = d.zone_text(zone)
+    text = dnszone.zone_text(zone)
     assert text.startswith("; ") and "nothing to publish" in text or "no name" in text
-    assert d.check(zone, lambda name, rtype: pytest.fail("no lookups")) == []
-    assert d.run(make_settings(MAIL_DOMAIN=domain), do_check=True,
+    assert dnscheck.check(zone, lambda name, rtype: pytest.fail("no lookups")) == []
+    assert dnsreport.run(make_settings(MAIL_DOMAIN=domain), do_check=True,
                  resolve=lambda name, rtype: pytest.fail("no lookups")) == 0
     assert "nothing to check" in capsys.readouterr().out
 
 
 def test_an_underscore_domain_says_no_public_dns_is_needed_and_lists_records_for_a_test_zone():
     zone = make_zone(MAIL_DOMAIN="_chat.example.test", TLS_MODE="self-signed")
-    text = d.zone_text(zone)
+    text = dnszone.zone_text(zone)
     assert any("No public DNS is needed" in c for c in zone.comments)
     assert "No public DNS is needed" in text.replace("\n; ", " ")
     parsed = parse(text, origin="_chat.example.test")
     assert rdatas(parsed, "_chat.example.test.", "MX")
-    results = d.check(zone, resolver_for(text))
+    results = dnscheck.check(zone, resolver_for(text))
     assert {r.status for r in results} == {"ok"}
 
 
@@ -223,28 +224,28 @@ def test_an_underscore_domain_says_no_public_dns_is_needed_and_lists_records_for
 
 def test_a_complete_zone_checks_ok():
     zone = make_zone()
-    results = d.check(zone, resolver_for(d.zone_text(zone)))
+    results = dnscheck.check(zone, resolver_for(dnszone.zone_text(zone)))
     assert len(results) == 15  # one per name and type
     assert [r for r in results if r.status != "ok"] == []
     assert not any(r.failed for r in results)
-    assert "all required records are published correctly" in d.summary(results)
+    assert "all required records are published correctly" in dnscheck.summary(results)
 
 
 def test_an_empty_zone_reports_everything_missing_and_fails():
     zone = make_zone()
-    results = d.check(zone, resolver_for(f"{ORIGIN} 3600 IN NS ns.example.net.\n"))
+    results = dnscheck.check(zone, resolver_for(f"{ORIGIN} 3600 IN NS ns.example.net.\n"))
     assert {r.status for r in results} == {"missing"}
     assert all(r.failed == r.required for r in results)
     optional = {(r.name, r.rtype) for r in results if not r.required}
     assert optional == {(f"www.{ORIGIN}", "CNAME"), (f"_smtp._tls.{ORIGIN}", "TXT"),
                         (ORIGIN, "CAA")}
-    assert "publish or fix" in d.summary(results)
+    assert "publish or fix" in dnscheck.summary(results)
 
 
 def test_missing_optional_records_are_warnings_only():
     zone = make_zone()
-    text = edit(d.zone_text(zone), drop=[f"www.{ORIGIN}", "_smtp._tls", " CAA "])
-    results = by_name(d.check(zone, resolver_for(text)))
+    text = edit(dnszone.zone_text(zone), drop=[f"www.{ORIGIN}", "_smtp._tls", " CAA "])
+    results = by_name(dnscheck.check(zone, resolver_for(text)))
     for key in ((f"www.{ORIGIN}", "CNAME"), (f"_smtp._tls.{ORIGIN}", "TXT"), (ORIGIN, "CAA")):
         assert results[key].status == "missing" and not results[key].failed
         assert results[key].line().startswith("missing (optional)")
@@ -253,8 +254,8 @@ def test_missing_optional_records_are_warnings_only():
 
 def test_missing_required_records_fail():
     zone = make_zone()
-    text = edit(d.zone_text(zone), drop=[" MX ", "_dmarc", "_imap._tcp"])
-    results = by_name(d.check(zone, resolver_for(text)))
+    text = edit(dnszone.zone_text(zone), drop=[" MX ", "_dmarc", "_imap._tcp"])
+    results = by_name(dnscheck.check(zone, resolver_for(text)))
     for key in ((ORIGIN, "MX"), (f"_dmarc.{ORIGIN}", "TXT"), (f"_imap._tcp.{ORIGIN}", "SRV")):
         assert results[key].status == "missing" and results[key].failed
     assert sum(r.status == "ok" for r in results.values()) == 12
@@ -293,8 +294,8 @@ WRONG = [
 @pytest.mark.parametrize("drop, add, key", WRONG)
 def test_wrong_records_are_reported_with_what_was_found(drop, add, key):
     zone = make_zone()
-    text = edit(d.zone_text(zone), drop=drop, add=add)
-    results = by_name(d.check(zone, resolver_for(text)))
+    text = edit(dnszone.zone_text(zone), drop=drop, add=add)
+    results = by_name(dnscheck.check(zone, resolver_for(text)))
     assert results[key].status == "wrong", results[key]
     assert results[key].failed
     assert results[key].found
@@ -332,23 +333,23 @@ ACCEPTED = [
 @pytest.mark.parametrize("drop, add, key", ACCEPTED)
 def test_equivalent_records_are_accepted(drop, add, key):
     zone = make_zone()
-    text = edit(d.zone_text(zone), drop=drop, add=add)
-    results = by_name(d.check(zone, resolver_for(text)))
+    text = edit(dnszone.zone_text(zone), drop=drop, add=add)
+    results = by_name(dnscheck.check(zone, resolver_for(text)))
     assert results[key].status == "ok", results[key]
     assert not any(r.failed for r in results.values())
 
 
 def test_extra_addresses_are_named_in_the_ok_line():
     zone = make_zone()
-    text = edit(d.zone_text(zone), add=[f"{ORIGIN} 3600 IN A 203.0.113.99"])
-    result = by_name(d.check(zone, resolver_for(text)))[(ORIGIN, "A")]
+    text = edit(dnszone.zone_text(zone), add=[f"{ORIGIN} 3600 IN A 203.0.113.99"])
+    result = by_name(dnscheck.check(zone, resolver_for(text)))[(ORIGIN, "A")]
     assert "203.0.113.99" in result.line() and "not one of this relay's" in result.line()
 
 
 def test_lookup_errors_fail_required_records_only():
     zone = make_zone()
     errors = {(ORIGIN, "MX"), (ORIGIN, "CAA")}
-    results = by_name(d.check(zone, resolver_for(d.zone_text(zone), errors=errors)))
+    results = by_name(dnscheck.check(zone, resolver_for(dnszone.zone_text(zone), errors=errors)))
     assert results[(ORIGIN, "MX")].status == "error" and results[(ORIGIN, "MX")].failed
     assert results[(ORIGIN, "CAA")].status == "error" and not results[(ORIGIN, "CAA")].failed
     assert "timed out" in results[(ORIGIN, "MX")].line()
@@ -356,13 +357,13 @@ def test_lookup_errors_fail_required_records_only():
 
 def test_without_known_addresses_the_domain_needs_some_address():
     zone = make_zone(addresses=())
-    published = edit(d.zone_text(make_zone()))  # the full zone, addresses included
-    results = by_name(d.check(zone, resolver_for(published)))
+    published = edit(dnszone.zone_text(make_zone()))  # the full zone, addresses included
+    results = by_name(dnscheck.check(zone, resolver_for(published)))
     assert results[(ORIGIN, "A/AAAA")].status == "ok"
     assert "PUBLIC_ADDRESSES" in results[(ORIGIN, "A/AAAA")].line()
     assert results[(f"www.{ORIGIN}", "CNAME")].status == "ok"
-    bare = edit(d.zone_text(zone))  # what was printed: no addresses
-    missing = by_name(d.check(zone, resolver_for(bare)))[(ORIGIN, "A/AAAA")]
+    bare = edit(dnszone.zone_text(zone))  # what was printed: no addresses
+    missing = by_name(dnscheck.check(zone, resolver_for(bare)))[(ORIGIN, "A/AAAA")]
     assert missing.status == "missing" and missing.failed
 
 
@@ -371,9 +372,9 @@ def test_without_known_addresses_the_domain_needs_some_address():
 @pytest.fixture
 def container(monkeypatch):
     """What run() reads from the container: the DKIM value, the policy, the interfaces."""
-    monkeypatch.setattr(d.dkim, "txt_record_value", lambda: DKIM_VALUE)
-    monkeypatch.setattr(d, "served_policy", lambda: POLICY)
-    monkeypatch.setattr(d, "local_addresses", lambda: ["203.0.113.5", "2001:db8::5"])
+    monkeypatch.setattr(dnsreport.dkim, "txt_record_value", lambda: DKIM_VALUE)
+    monkeypatch.setattr(dnsreport, "served_policy", lambda: POLICY)
+    monkeypatch.setattr(system, "local_addresses", lambda: ["203.0.113.5", "2001:db8::5"])
     for name in settings.BY_NAME:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MAIL_DOMAIN", DOMAIN)
@@ -383,12 +384,12 @@ def container(monkeypatch):
 def test_relayctl_dns_prints_the_zone(container, monkeypatch, capsys):
     assert cli.main(["dns"]) == 0
     out = capsys.readouterr().out
-    assert out == d.zone_text(make_zone(addresses=["203.0.113.5", "2001:db8::5"], detected=True))
+    assert out == dnszone.zone_text(make_zone(addresses=["203.0.113.5", "2001:db8::5"], detected=True))
     assert "found on the container's interfaces" in out
     monkeypatch.setenv("PUBLIC_ADDRESSES", "198.51.100.9")
     assert cli.main(["dns"]) == 0
     out = capsys.readouterr().out
-    assert out == d.zone_text(make_zone(addresses=["198.51.100.9"]))
+    assert out == dnszone.zone_text(make_zone(addresses=["198.51.100.9"]))
     assert re.search(rf"^{re.escape(ORIGIN)} +3600 IN A +198\.51\.100\.9$", out, re.M)
     assert " IN AAAA " not in out
 
@@ -402,12 +403,12 @@ def test_relayctl_dns_json(container, capsys):
 
 
 def test_check_exit_status_and_output(container, capsys):
-    full = d.zone_text(make_zone())
-    assert d.run(make_settings(), do_check=True, resolve=resolver_for(full)) == 0
+    full = dnszone.zone_text(make_zone())
+    assert dnsreport.run(make_settings(), do_check=True, resolve=resolver_for(full)) == 0
     out = capsys.readouterr().out
     assert out.count("\nok ") + out.startswith("ok ") == 15
     broken = edit(full, drop=["_dmarc"])
-    assert d.run(make_settings(), do_check=True, json_output=True,
+    assert dnsreport.run(make_settings(), do_check=True, json_output=True,
                  resolve=resolver_for(broken)) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is False
@@ -417,7 +418,7 @@ def test_check_exit_status_and_output(container, capsys):
 def test_missing_dkim_key_is_a_clear_error(container, monkeypatch, capsys):
     def no_key():
         raise FileNotFoundError("/data/dkim/chatmail.private")
-    monkeypatch.setattr(d.dkim, "txt_record_value", no_key)
+    monkeypatch.setattr(dnsreport.dkim, "txt_record_value", no_key)
     assert cli.main(["dns"]) == 1
     assert "start the relay first" in capsys.readouterr().err
 
@@ -464,21 +465,21 @@ fd000000000000000000000000000002 04 40 00 82     eth0
 
 
 def test_fib_trie_gives_the_local_ipv4_addresses():
-    assert d.parse_fib_trie(FIB_TRIE) == ["127.0.0.1", "172.17.0.2", "81.2.69.160"]
+    assert system.parse_fib_trie(FIB_TRIE) == ["127.0.0.1", "172.17.0.2", "81.2.69.160"]
 
 
 def test_if_inet6_skips_temporary_and_deprecated_addresses():
-    assert d.parse_if_inet6(IF_INET6) == ["fe80::1c8a:75ff:fe33:8b16", "fd00::2", "2a01:4f8::2",
+    assert system.parse_if_inet6(IF_INET6) == ["fe80::1c8a:75ff:fe33:8b16", "fd00::2", "2a01:4f8::2",
                                           "::1"]
 
 
 def test_only_global_addresses_are_published():
-    found = d.parse_fib_trie(FIB_TRIE) + d.parse_if_inet6(IF_INET6)
-    assert d.global_addresses(found) == ["81.2.69.160", "2a01:4f8::2"]
+    found = system.parse_fib_trie(FIB_TRIE) + system.parse_if_inet6(IF_INET6)
+    assert system.global_addresses(found) == ["81.2.69.160", "2a01:4f8::2"]
 
 
 def test_local_addresses_reads_proc(tmp_path):
     (tmp_path / "fib_trie").write_text(FIB_TRIE)
     (tmp_path / "if_inet6").write_text(IF_INET6)
-    assert d.local_addresses(tmp_path) == ["81.2.69.160", "2a01:4f8::2"]
-    assert d.local_addresses(tmp_path / "missing") == []
+    assert system.local_addresses(tmp_path) == ["81.2.69.160", "2a01:4f8::2"]
+    assert system.local_addresses(tmp_path / "missing") == []
