@@ -1,0 +1,76 @@
+"""``relayctl status``: services, accounts, queue, push, disk, certificate, DKIM, health."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from relay import paths, settings, system
+from relay.accounts import store as accounts
+from relay.boot import dkimkey as dkim
+from relay.ops import health
+from relay.settings import Settings
+
+
+def services() -> dict[str, str]:
+    out = subprocess.run(["supervisorctl", "-c", "/etc/supervisor/supervisord.conf", "status"],
+                         capture_output=True, text=True).stdout
+    result = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            result[parts[0]] = parts[1]
+    return result
+
+
+def queue_size() -> int:
+    out = subprocess.run(["postqueue", "-j"], capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def count_files(directory: Path) -> int:
+    try:
+        return sum(1 for e in os.scandir(directory) if not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
+def dkim_published(values: Settings) -> str:
+    """ok, missing, wrong or error: the DKIM TXT record as the resolver sees it."""
+    from relay.ops import dnscheck, dnszone
+    if not dnszone.records(values, "", "", ()).publishable:
+        return "not applicable (no DNS for this domain)"
+    zone = dnszone.Zone(values.mail_domain, tuple(
+        r for r in dnszone.records(values, dkim.txt_record_value(), "", ("192.0.2.1",)).records
+        if r.kind == "dkim"), addresses=("192.0.2.1",))
+    result = dnscheck.check(zone, dnscheck.dns_resolver(budget=5))[0]
+    return result.status + (f" ({result.note})" if result.note else "")
+
+
+def certificate_summary(values: Settings) -> dict:
+    from relay.certs import watch as certwatch
+    info = certwatch.status(values)
+    stale = sorted(k for k, v in info.pop("served").items() if v != "ok")
+    info["served_everywhere"] = not stale
+    if stale:
+        info["not_served_on"] = stale
+    return info
+
+
+def status() -> dict:
+    """Everything ``relayctl status`` reports, as a JSON-ready dict."""
+    values = settings.from_environment()
+    return {
+        "domain": values.mail_domain,
+        "services": services(),
+        "accounts": accounts.count(),
+        "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
+        "queue": queue_size(),
+        "push_accounts": count_files(paths.PUSH_TOKENS),   # accounts with device tokens
+        "push_pending": count_files(paths.PUSH_QUEUE),     # notifications not yet accepted
+        "disk_free_bytes": system.free_disk(paths.DATA),
+        "certificate": certificate_summary(values),
+        "dkim_record_published": dkim_published(values),
+        "health": health.check(),
+    }
