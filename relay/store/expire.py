@@ -113,19 +113,21 @@ def expire_messages(home: Path, now: float, max_age: float, large_age: float,
         report.messages_kept -= 1
 
 
-def run_once(settings: Settings, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
-             mail_root: Path = paths.MAIL, tokens_root: Path = paths.PUSH_TOKENS) -> Report:
-    now = time.time() if now is None else now
-    report = Report()
-    inactive = settings.delete_inactive_users_after * DAY
+def _scan(root: Path) -> list[os.DirEntry]:
+    """The entries of ``root``; none when it does not exist (yet)."""
+    try:
+        return list(os.scandir(root))
+    except FileNotFoundError:
+        return []
 
+
+def expire_accounts(accounts_root: Path, now: float, inactive: float,
+                    report: Report) -> tuple[set[str], set[str]]:
+    """Delete account files whose last login (mtime) is more than ``inactive`` seconds
+    ago; return the addresses of the accounts that stay and of those deleted."""
     live: set[str] = set()
     deleted: set[str] = set()
-    try:
-        account_entries = list(os.scandir(accounts_root))
-    except FileNotFoundError:
-        account_entries = []
-    for entry in account_entries:
+    for entry in _scan(accounts_root):
         if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
             continue
         if now - entry.stat(follow_symlinks=False).st_mtime > inactive:
@@ -137,18 +139,19 @@ def run_once(settings: Settings, now: float | None = None, accounts_root: Path =
                 pass
         else:
             live.add(entry.name)
+    return live, deleted
 
-    try:
-        homes = list(os.scandir(mail_root))
-    except FileNotFoundError:
-        homes = []
-    for home in homes:
+
+def expire_mailboxes(settings: Settings, now: float, mail_root: Path, accounts_root: Path,
+                     live: set[str], deleted: set[str], report: Report) -> None:
+    """Remove the mailboxes of deleted accounts; expire the messages of the others."""
+    for home in _scan(mail_root):
         if not home.is_dir(follow_symlinks=False):
             continue
         if home.name not in live:
             # No account: deleted just now, or earlier. A mailbox without an account
             # that is younger than an hour may belong to an account created after the
-            # scan above, so it waits for the next pass.
+            # scan of the accounts, so it waits for the next pass.
             if home.name not in deleted and (
                     (accounts_root / home.name).exists()
                     or now - home.stat(follow_symlinks=False).st_mtime < ORPHAN_GRACE):
@@ -162,13 +165,12 @@ def run_once(settings: Settings, now: float | None = None, accounts_root: Path =
         expire_messages(Path(home.path), now, settings.delete_mails_after * DAY,
                         settings.delete_large_after * DAY, settings.mailbox_quota, report)
 
-    # Push tokens are stored only by a logged-in user, so a token file without an
-    # account belongs to an account deleted now or earlier.
-    try:
-        token_files = list(os.scandir(tokens_root))
-    except FileNotFoundError:
-        token_files = []
-    for entry in token_files:
+
+def expire_push_tokens(tokens_root: Path, accounts_root: Path, live: set[str],
+                       report: Report) -> None:
+    """Delete token files without an account. Push tokens are stored only by a
+    logged-in user, so such a file belongs to an account deleted now or earlier."""
+    for entry in _scan(tokens_root):
         if entry.name.startswith(".") or entry.name in live or \
                 (accounts_root / entry.name).exists():
             continue
@@ -177,6 +179,20 @@ def run_once(settings: Settings, now: float | None = None, accounts_root: Path =
             report.token_files_deleted += 1
         except FileNotFoundError:
             pass
+
+
+def run_once(settings: Settings, now: float | None = None, accounts_root: Path = paths.ACCOUNTS,
+             mail_root: Path = paths.MAIL, tokens_root: Path = paths.PUSH_TOKENS) -> Report:
+    """One pass over the data volume at time ``now`` (seconds since the epoch):
+    inactive accounts, their mailboxes and push tokens, old and large messages,
+    mailboxes above 75 % of their quota. Returns what it did; it never raises for
+    a file that disappears meanwhile."""
+    now = time.time() if now is None else now
+    report = Report()
+    live, deleted = expire_accounts(accounts_root, now,
+                                    settings.delete_inactive_users_after * DAY, report)
+    expire_mailboxes(settings, now, mail_root, accounts_root, live, deleted, report)
+    expire_push_tokens(tokens_root, accounts_root, live, report)
     return report
 
 
