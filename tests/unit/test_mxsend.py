@@ -10,8 +10,10 @@ import dns.resolver
 import pytest
 
 from relay.federation import mxsend
+from relay.settings import BODY_MARGIN
 from relay.wire.tls import ClientContexts
-from relay.federation.mxsend import DeliveryError, Destination, HostFailed, Sender
+from relay.federation import outbound
+from relay.federation.outbound import DeliveryError, Destination, HostFailed, Sender
 
 
 # --- replies --------------------------------------------------------------------------
@@ -28,30 +30,30 @@ from relay.federation.mxsend import DeliveryError, Destination, HostFailed, Send
     ("550 5.7.1 line\r\nbreak\x00", "550 5.7.1 line break"),
 ])
 def test_as_reply(text, want):
-    assert mxsend.as_reply(text, "FALLBACK") == want
+    assert outbound.as_reply(text, "FALLBACK") == want
 
 
 RCPTS = ["b1@relay-b.test", "B2@relay-b.test"]
 
 
 def test_unmarked_or_temporary_answers_are_not_used():
-    assert mxsend.mxdeliv_replies(200, False, b"<html>", RCPTS, "h") is None   # catch-all web server
-    assert mxsend.mxdeliv_replies(404, False, b"Not Found", RCPTS, "h") is None
-    assert mxsend.mxdeliv_replies(503, True, b"{}", RCPTS, "h") is None
-    assert mxsend.mxdeliv_replies(502, True, b"", RCPTS, "h") is None
-    assert mxsend.mxdeliv_replies(405, True, b"", RCPTS, "h") is None
+    assert outbound.mxdeliv_replies(200, False, b"<html>", RCPTS, "h") is None   # catch-all web server
+    assert outbound.mxdeliv_replies(404, False, b"Not Found", RCPTS, "h") is None
+    assert outbound.mxdeliv_replies(503, True, b"{}", RCPTS, "h") is None
+    assert outbound.mxdeliv_replies(502, True, b"", RCPTS, "h") is None
+    assert outbound.mxdeliv_replies(405, True, b"", RCPTS, "h") is None
 
 
 def test_accepted_with_one_refused_recipient():
     body = b'{"accepted": ["b1@relay-b.test"], "refused": {"b2@relay-b.test": "550 5.1.1 <b2>: unknown"}}'
-    replies = mxsend.mxdeliv_replies(200, True, body, RCPTS, "relay-b.test")
+    replies = outbound.mxdeliv_replies(200, True, body, RCPTS, "relay-b.test")
     assert replies["b1@relay-b.test"].startswith("250 2.0.0 ")
     assert "via https to relay-b.test" in replies["b1@relay-b.test"]
     assert replies["B2@relay-b.test"] == "550 5.1.1 <b2>: unknown"
 
 
 def test_accepted_without_a_body_counts_for_everyone():
-    replies = mxsend.mxdeliv_replies(200, True, b"", RCPTS, "h")
+    replies = outbound.mxdeliv_replies(200, True, b"", RCPTS, "h")
     assert all(r.startswith("250 ") for r in replies.values())
 
 
@@ -65,14 +67,14 @@ def test_accepted_without_a_body_counts_for_everyone():
     (400, b'{"error": "exactly one X-Mail-From header is required"}', "554 5.6.0 "),
 ])
 def test_refusals_are_permanent_for_every_recipient(status, body, prefix):
-    replies = mxsend.mxdeliv_replies(status, True, body, RCPTS, "h")
+    replies = outbound.mxdeliv_replies(status, True, body, RCPTS, "h")
     assert set(replies) == set(RCPTS)
     assert all(r.startswith(prefix) for r in replies.values()), replies
 
 
 def test_404_keeps_the_receivers_reasons():
     body = b'{"error": "no valid recipient", "refused": {"b1@relay-b.test": "550 5.1.1 unknown b1"}}'
-    replies = mxsend.mxdeliv_replies(404, True, body, RCPTS, "h")
+    replies = outbound.mxdeliv_replies(404, True, body, RCPTS, "h")
     assert replies["b1@relay-b.test"] == "550 5.1.1 unknown b1"
     assert replies["B2@relay-b.test"].startswith("550 5.1.1 Recipient unknown")
 
@@ -80,13 +82,13 @@ def test_404_keeps_the_receivers_reasons():
 # --- where to deliver -----------------------------------------------------------------
 
 def test_ip_literals():
-    assert mxsend.ip_literal("[192.0.2.1]") == "192.0.2.1"
-    assert mxsend.ip_literal("[IPv6:2001:db8::1]") == "2001:db8::1"
-    assert mxsend.ip_literal("[300.1.1.1]") is None
-    assert mxsend.ip_literal("example.org") is None
-    assert mxsend.resolve("[192.0.2.1]") == Destination("[192.0.2.1]", ("192.0.2.1",), False)
+    assert outbound.ip_literal("[192.0.2.1]") == "192.0.2.1"
+    assert outbound.ip_literal("[IPv6:2001:db8::1]") == "2001:db8::1"
+    assert outbound.ip_literal("[300.1.1.1]") is None
+    assert outbound.ip_literal("example.org") is None
+    assert outbound.resolve("[192.0.2.1]") == Destination("[192.0.2.1]", ("192.0.2.1",), False)
     with pytest.raises(DeliveryError, match="^550 5.1.2"):
-        mxsend.resolve("[nonsense]")
+        outbound.resolve("[nonsense]")
 
 
 class MX:
@@ -108,17 +110,17 @@ class FakeResolver:
 def test_mx_hosts_in_order_of_preference():
     r = FakeResolver([MX(20, "b.mx.test."), MX(10, "a.mx.test."), MX(30, "c.mx.test."),
                       MX(40, "d.mx.test.")])
-    dest = mxsend.resolve("example.test", r)
+    dest = outbound.resolve("example.test", r)
     assert dest.hosts == ("a.mx.test", "b.mx.test", "c.mx.test")  # at most MAX_HOSTS
     assert dest.verify and r.asked == [("example.test", "MX")]
 
 
 def test_underscore_domains_are_not_verified():
-    assert not mxsend.resolve("_chat.example.test", FakeResolver([MX(10, "_chat.example.test.")])).verify
+    assert not outbound.resolve("_chat.example.test", FakeResolver([MX(10, "_chat.example.test.")])).verify
 
 
 def test_no_mx_means_the_domain_itself():
-    assert mxsend.resolve("example.test", FakeResolver(error=dns.resolver.NoAnswer())).hosts == (
+    assert outbound.resolve("example.test", FakeResolver(error=dns.resolver.NoAnswer())).hosts == (
         "example.test",)
 
 
@@ -129,13 +131,13 @@ def test_no_mx_means_the_domain_itself():
 ])
 def test_dns_failures(error, prefix):
     with pytest.raises(DeliveryError) as info:
-        mxsend.resolve("example.test", FakeResolver(error=error))
+        outbound.resolve("example.test", FakeResolver(error=error))
     assert info.value.reply.startswith(prefix)
 
 
 def test_null_mx():
     with pytest.raises(DeliveryError, match="^556 5.1.10"):
-        mxsend.resolve("example.test", FakeResolver([MX(0, ".")]))
+        outbound.resolve("example.test", FakeResolver([MX(0, ".")]))
 
 
 # --- HTTPS first, then SMTP, host by host -----------------------------------------------
@@ -305,3 +307,17 @@ def test_lmtp_too_large(lmtp):
     line = b"x" * 1000 + b"\r\n"
     assert talk(line * 1200 + b".\r\n", 1) == ["552 5.3.4 Message too large"]
     assert not fake.got
+
+
+def test_lmtp_too_large_is_refused_once_per_recipient(lmtp):
+    """A message past MAX_MESSAGE_SIZE plus the margin gets one 552 per recipient
+    (a single reply would put Postfix's LMTP client out of step)."""
+    talk, fake = lmtp
+    talk(b"LHLO postfix\r\n", 6)
+    assert talk(b"MAIL FROM:<a@relay-a.test>\r\nRCPT TO:<b@relay-b.test>\r\n"
+                b"RCPT TO:<c@classic.test>\r\nDATA\r\n", 4)[-1].startswith("354")
+    line = b"x" * 998 + b"\r\n"
+    body = line * ((1024 * 1024 + BODY_MARGIN) // len(line) + 1)
+    assert talk(body + b".\r\n", 2) == ["552 5.3.4 Message too large"] * 2
+    assert not fake.got
+    assert talk(b"NOOP\r\n", 1)[0].startswith("250")  # still in step
