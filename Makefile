@@ -13,7 +13,7 @@ export DOCKER IMAGE
 ARM64_BASE ?= chatmail-base-arm64:bookworm-slim
 ARM64_IMAGE ?= chatmail-relay:arm64
 
-.PHONY: help base-image image up down logs status test test-unit venv clean docs bench \
+.PHONY: help base-image image up down logs status test test-unit lint venv clean docs bench \
         image-arm64 test-arm64
 
 help:
@@ -21,7 +21,7 @@ help:
 	@echo "make down        stop it (the data volume stays)"
 	@echo "make logs        follow every service's log"
 	@echo "make test        the whole test suite against the real image"
-	@echo "make test-unit   the pure Python tests only (seconds, no Docker)"
+	@echo "make test-unit   linters, type checker and the pure Python tests (seconds, no Docker)"
 	@echo "make bench       latency, memory, size and start-up figures -> bench/results.json"
 	@echo "make image       build $(IMAGE);  make base-image: $(BASE_IMAGE) via debootstrap if needed"
 
@@ -70,10 +70,15 @@ $(VENV)/.installed: tests/requirements.txt
 
 venv: $(VENV)/.installed
 
-test-unit: venv
+lint: venv  ## ruff (pyflakes, import order, bugbear, pyupgrade) and mypy on relay/
+	$(VENV)/bin/ruff check --config tests/ruff.toml relay entrypoint.py bench
+	$(VENV)/bin/ruff check --config tests/ruff.toml --select F,E9 tests
+	$(VENV)/bin/mypy --config-file tests/mypy.ini
+
+test-unit: lint
 	$(PYTEST) tests/unit
 
-test: venv image
+test: lint image
 	$(PYTEST) tests
 
 bench: venv image  ## measurements, written to bench/results.json (not part of make test)

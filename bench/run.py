@@ -34,19 +34,19 @@ import re
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-from relay.store import expire
-from relay.filter import policy
+from relaytest import IMAGE, Relay, delta_chat, docker, insecure_tls, securejoin_request, submit  # noqa: E402
+
 from relay import settings as relay_settings
-from relaytest import (IMAGE, Relay, delta_chat, docker, insecure_tls, securejoin_request,  # noqa: E402
-                       submit)
+from relay.filter import policy
+from relay.store import expire
 
 RESULTS = ROOT / "bench" / "results.json"
 COMPARATOR = os.environ.get("COMPARATOR_IMAGE", "chatmail-relay:stock")
@@ -162,10 +162,10 @@ def account_creation(relay: Relay, rounds: int = 20) -> dict[str, float]:
     return percentiles(times)
 
 
-def incoming_texts(account) -> "queue.Queue[str]":
+def incoming_texts(account) -> queue.Queue[str]:
     """A thread that turns the account's IncomingMsg events into texts on a queue,
     so that waiting for one can time out without losing the next."""
-    texts: "queue.Queue[str]" = queue.Queue()
+    texts: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         while True:
@@ -211,7 +211,7 @@ def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float 
             break  # something is wrong: report it rather than wait for ever
     result = percentiles(latencies) if latencies else {"n": 0}
     result["pace_s"] = pace
-    result["missed_within_%ds" % timeout] = missed
+    result[f"missed_within_{timeout}s"] = missed
     return result
 
 

@@ -17,11 +17,12 @@ through with ``${NAME:-}`` and the defaults still live here only.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import sys
-import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 

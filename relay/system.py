@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def ipv6_available() -> bool:

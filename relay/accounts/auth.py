@@ -17,14 +17,13 @@ import json
 import logging
 from pathlib import Path
 
-from relay.accounts import store as accounts
-from relay import logs
-from relay import paths
+from relay import logs, paths
 from relay import settings as settings_mod
+from relay.accounts import store as accounts
+from relay.settings import Settings
 from relay.wire import socketmap
 from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
-from relay.settings import Settings
 
 log = logging.getLogger("relay-auth")
 

@@ -13,12 +13,11 @@ import logging
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote
 
-from relay.accounts import store as accounts
-from relay import logs
-from relay import paths
+from relay import logs, paths
 from relay import settings as settings_mod
-from relay.wire import unixhttp
+from relay.accounts import store as accounts
 from relay.settings import Settings
+from relay.wire import unixhttp
 
 log = logging.getLogger("relay-signup")
 

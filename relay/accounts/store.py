@@ -15,8 +15,7 @@ import string
 import warnings
 from pathlib import Path
 
-from relay import paths
-from relay import system
+from relay import paths, system
 from relay.settings import Settings
 
 with warnings.catch_warnings():

@@ -7,17 +7,16 @@ mount made by another user), so a large volume does not slow every start.
 
 from __future__ import annotations
 
-import os
-import pwd
 import grp
 import logging
+import os
+import pwd
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from relay import paths
-
 
 log = logging.getLogger("relay.boot.datadir")
 

@@ -7,8 +7,8 @@ template rendered -> Postfix queue checked. Each step is idempotent.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -16,15 +16,13 @@ import secrets
 import subprocess
 import sys
 
-from relay.certs import files as certs
-from relay.boot import datadir
-from relay.boot import dkimkey as dkim
-from relay import paths
-from relay.boot import render
-from relay import system
-from relay.settings import Settings, template_context
-from relay.notify import turn
+from relay import paths, system
 from relay.accounts.signup import dcaccount_url, qr_text
+from relay.boot import datadir, render
+from relay.boot import dkimkey as dkim
+from relay.certs import files as certs
+from relay.notify import turn
+from relay.settings import Settings, template_context
 
 log = logging.getLogger("chatmail")
 

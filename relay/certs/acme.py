@@ -34,11 +34,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay.certs import files as certs
 from relay import paths
+from relay.certs import files as certs
+from relay.settings import Settings
 from relay.wire.backoff import exponential
 from relay.wire.tls import client_context
-from relay.settings import Settings
 
 log = logging.getLogger("relay.certs.acme")
 
@@ -72,7 +72,7 @@ class State:
     last_error: str = ""
 
     @classmethod
-    def load(cls) -> "State":
+    def load(cls) -> State:
         try:
             data = json.loads(STATE.read_text())
             return cls(int(data["failures"]), float(data["next_attempt"]), str(data["last_error"]))
@@ -112,7 +112,7 @@ def resolves(name: str) -> list[str]:
         infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
     except socket.gaierror:
         return []
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def reaches_us(name: str) -> str | None:

@@ -13,7 +13,7 @@ import logging
 import ssl
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import paths
@@ -77,7 +77,7 @@ def _date(cert: Path, which: str) -> float:
                          capture_output=True, text=True, check=True).stdout
     stamp = out.strip().split("=", 1)[1]
     return datetime.strptime(stamp, "%b %d %H:%M:%S %Y %Z").replace(
-        tzinfo=timezone.utc).timestamp()
+        tzinfo=UTC).timestamp()
 
 
 def not_after(cert: Path) -> float:

@@ -30,18 +30,16 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
+from relay import logs, paths, settings
 from relay.certs import acme
 from relay.certs import files as certs
 from relay.ops import health
-from relay import logs
-from relay import paths
-from relay import settings
-from relay.wire.tls import client_context
 from relay.settings import TLS_ENDPOINTS, Settings
+from relay.wire.tls import client_context
 
 log = logging.getLogger("relay-certs")
 
@@ -78,7 +76,10 @@ def _starttls(port: int) -> Callable[[], str]:
     def probe() -> str:
         with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as smtp:
             smtp.starttls(context=client_context(verify=False))
-            return _digest(smtp.sock.getpeercert(binary_form=True))
+            sock = smtp.sock
+            if not isinstance(sock, ssl.SSLSocket):
+                raise ssl.SSLError("STARTTLS did not start TLS")
+            return _digest(sock.getpeercert(binary_form=True))
     return probe
 
 

@@ -31,11 +31,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from relay.delivery import deliveronce
 from relay import paths
+from relay.delivery import deliveronce
 
 MASTER = "/usr/lib/postfix/sbin/master"
 POSTQUEUE = "/usr/sbin/postqueue"

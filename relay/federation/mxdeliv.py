@@ -26,16 +26,15 @@ import logging
 import re
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
 
-from relay import logs
-from relay import paths
+from relay import logs, paths
 from relay import settings as settings_mod
+from relay.settings import Settings
 from relay.wire import unixhttp
 from relay.wire.unixsmtp import UnixSMTP, recipients_and_data
-from relay.settings import Settings
 
 log = logging.getLogger("relay-mxdeliv")
 

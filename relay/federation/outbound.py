@@ -29,8 +29,8 @@ import smtplib
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import dns.exception
 import dns.name
@@ -236,10 +236,10 @@ def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
             accepted, replies, end = recipients_and_data(smtp, recipients, data, smtp_reply)
             if end is None:
                 return replies
-            code, text = end
+            end_code, end_text = end
             ok = f"250 2.0.0 Ok: delivered via smtp to {host}"
             for rcpt in accepted:
-                replies[rcpt] = ok if code == 250 else smtp_reply(code, text)
+                replies[rcpt] = ok if end_code == 250 else smtp_reply(end_code, end_text)
             return replies
     except HostFailed:
         raise

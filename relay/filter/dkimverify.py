@@ -9,8 +9,8 @@ temporary failure, so the sending server retries instead of bouncing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from email.message import Message
-from typing import Callable
 
 import dkim
 import dkim.dnsplug

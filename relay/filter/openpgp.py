@@ -216,6 +216,8 @@ def is_openpgp_mime(msg: Message, outgoing: bool) -> bool:
         if not isinstance(parts, list) or len(parts) != 2:
             return False
         control, encrypted = parts
+        if not (isinstance(control, Message) and isinstance(encrypted, Message)):
+            return False
         if not (has_one_content_type(control) and has_one_content_type(encrypted)):
             return False
         if control.is_multipart() or encrypted.is_multipart():

@@ -14,9 +14,11 @@ Everything else unencrypted is refused with 523, whatever its other headers say.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email import message_from_bytes, policy as email_policy
+from email import message_from_bytes
+from email import policy as email_policy
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import Message
-from email.headerregistry import HeaderRegistry
+from typing import cast
 
 from relay.filter.openpgp import has_one_content_type, is_openpgp_mime
 
@@ -55,7 +57,7 @@ def from_addresses(msg: Message) -> list[str] | None:
         return None
     if header.defects:
         return None
-    return [a.addr_spec.lower() for a in header.addresses]
+    return [a.addr_spec.lower() for a in cast(AddressHeader, header).addresses]
 
 
 def _single_text_part(msg: Message) -> str | None:
@@ -67,7 +69,7 @@ def _single_text_part(msg: Message) -> str | None:
     if not isinstance(parts, list) or len(parts) != 1:
         return None
     part = parts[0]
-    if not has_one_content_type(part):
+    if not isinstance(part, Message) or not has_one_content_type(part):
         return None
     if part.is_multipart() or part.get_content_type() != "text/plain":
         return None

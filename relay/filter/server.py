@@ -25,15 +25,13 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay.filter import dkimverify as dkimcheck
-from relay.filter import headers
-from relay import logs
-from relay import paths
-from relay.filter import policy
+from relay import logs, paths
 from relay import settings as settings_mod
+from relay.filter import dkimverify as dkimcheck
+from relay.filter import headers, policy
 from relay.filter.ratelimit import TokenBucket
-from relay.wire.unixsmtp import UnixSMTP
 from relay.settings import Settings
+from relay.wire.unixsmtp import UnixSMTP
 
 log = logging.getLogger("relay-filter")
 
@@ -47,14 +45,15 @@ def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
         with UnixSMTP(path) as smtp:
             smtp.connect()
             smtp.ehlo("relay-filter")
-            refused = smtp.sendmail(envelope.mail_from, envelope.rcpt_tos, data,
+            refused = smtp.sendmail(envelope.mail_from or "", envelope.rcpt_tos, data,
                                     mail_options=[o for o in envelope.mail_options
                                                   if o.upper().startswith(("BODY=", "SMTPUTF8"))])
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
-        return f"{code} {text.decode(errors='replace')}"
+        return f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
     except smtplib.SMTPResponseException as exc:
-        return f"{exc.smtp_code} {exc.smtp_error.decode(errors='replace')}"
+        error = exc.smtp_error
+        return f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
     except (OSError, smtplib.SMTPException) as exc:
         log.error("reinjection into %s failed: %s", path.name, exc)
         return "451 4.3.0 Temporary failure in the mail filter, please try again"

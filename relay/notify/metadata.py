@@ -32,16 +32,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.accounts import store as accounts
-from relay import logs
-from relay import paths
-from relay.notify import push
+from relay import logs, paths
 from relay import settings as settings_mod
-from relay.notify import turn
+from relay.accounts import store as accounts
+from relay.notify import push, turn
+from relay.settings import Settings
 from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
 from relay.wire.tls import client_context
-from relay.settings import Settings
 
 log = logging.getLogger("relay-metadata")
 
@@ -100,7 +98,7 @@ class MetadataService:
                 raise CommitError("a device token is 1 to 4096 printable characters "
                                   "without spaces")
         address = self._user(user)
-        for op, key, value in ops:
+        for op, _key, value in ops:
             if op == "set":
                 self.tokens.add(address, value)
                 log.info("device token stored (%d for this account)",

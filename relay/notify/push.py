@@ -321,7 +321,7 @@ class Notifier:
             timeout = max(0.0, self.heap[0][0] - self.clock()) if self.heap else None
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _attempt(self, item: Pending) -> None:

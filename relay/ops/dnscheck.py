@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from relay.ops.dnszone import Record, Zone, absolute
 
@@ -73,7 +73,7 @@ def _short(text: str, limit: int = 72) -> str:
 
 
 def _tags(text: str) -> dict[str, str]:
-    tags = {}
+    tags: dict[str, str] = {}
     for part in text.split(";"):
         key, sep, value = part.partition("=")
         if sep:
@@ -127,7 +127,8 @@ def _result(name: str, rtype: str, group: list[Record], status: str, found: Iter
 
 def _check_any_address(name: str, resolve: Resolve) -> Result:
     """Without known addresses: the domain must at least have some."""
-    found, errors = [], []
+    found: list[str] = []
+    errors: list[str] = []
     for rtype in ("A", "AAAA"):
         answer = resolve(name, rtype)
         found += answer.rdatas

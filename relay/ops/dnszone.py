@@ -45,8 +45,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Union
 from urllib.parse import urlsplit
 
 from relay.boot import dkimkey as dkim
@@ -81,7 +81,7 @@ class Comment:
     text: str
 
 
-Item = Union[Record, Comment]
+Item = Record | Comment
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,10 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 
+from relay import paths, system
+from relay import settings as settings_mod
 from relay.certs import watch as certwatch
 from relay.ops import dnszone
-from relay import paths
-from relay import settings as settings_mod
-from relay import system
 from relay.settings import Settings
 
 CLOCK_SKEW_LIMIT = 30.0      # seconds; TLS and DKIM tolerate little more
@@ -133,7 +132,8 @@ def check_ipv6() -> Check:
 
 
 def check_port25(hosts: list[str]) -> Check:
-    reached, failed = [], []
+    reached: list[str] = []
+    failed: list[str] = []
     for host in hosts:
         try:
             with socket.create_connection((host, 25), 8) as sock:

@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relay import logs
-from relay import paths
+from relay import logs, paths
 from relay import settings as settings_mod
 from relay.settings import Settings
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 _UNESCAPE = {"0": "\0", "1": "\1", "t": "\t", "r": "\r", "n": "\n", "l": "\n"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Callable
+from collections.abc import Callable
 
 MAX_NETSTRING = 100_000  # bytes of payload; Postfix's own limit is the same
 _NETSTRING_LENGTH = re.compile(rb"0|[1-9][0-9]{0,5}")
