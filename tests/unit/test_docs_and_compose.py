@@ -3,6 +3,7 @@
 import re
 
 from relay import settings
+from relay.settings import docs
 from relaytest import ROOT
 
 
@@ -10,7 +11,7 @@ def test_readme_table_is_generated_from_settings():
     readme = (ROOT / "README.md").read_text()
     start = readme.index("<!-- settings-table:start -->") + len("<!-- settings-table:start -->\n")
     end = readme.index("<!-- settings-table:end -->")
-    assert readme[start:end] == settings.markdown_table(), (
+    assert readme[start:end] == docs.markdown_table(), (
         "README.md's settings table is stale: regenerate it with "
         "`make docs`")
 

@@ -1,6 +1,7 @@
 import pytest
 
 from relay import settings
+from relay.settings import parsers
 from relay.settings import SettingError, load
 
 BASE = {"MAIL_DOMAIN": "chat.example.org"}
@@ -81,7 +82,7 @@ def test_username_max_below_min_is_refused():
     ("500M", 500 * 2**20), ("1G", 2**30), ("30MiB", 30 * 2**20), ("4096", 4096), ("64k", 65536),
 ])
 def test_sizes(text, expected):
-    assert settings.size(0, 2**50)(text) == expected
+    assert parsers.size(0, 2**50)(text) == expected
 
 
 def test_every_setting_is_documented():

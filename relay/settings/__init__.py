@@ -16,14 +16,26 @@ through with ``${NAME:-}`` and the defaults still live here only.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
+
+from relay.settings.parsers import (
+    absolute_path,
+    absolute_path_or_empty,
+    boolean,
+    choice,
+    email_or_empty,
+    http_url,
+    http_url_or_empty,
+    integer,
+    ip_list,
+    number,
+    parse_domain,
+    port_range,
+    size,
+)
 
 
 class SettingError(ValueError):
@@ -37,170 +49,6 @@ class Setting:
     parse: Callable[[str], Any]
     accepted: str
     doc: str
-
-
-# --- parsers ---------------------------------------------------------------
-
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_UNDERSCORE_LABEL = re.compile(r"^_[a-z0-9]([a-z0-9-]{0,60}[a-z0-9])?$")
-
-
-def parse_domain(text: str) -> str:
-    """A DNS domain name with at least two labels, an IP literal ``[192.0.2.1]``,
-    or ``localhost`` (a relay reachable from this machine only).
-
-    The first label may start with ``_`` (``_chat.example.test``): Delta Chat
-    treats such a domain as a test relay with a self-signed certificate.
-    """
-    value = text.strip().lower().rstrip(".")
-    if value.startswith("[") and value.endswith("]"):
-        inner = value[1:-1]
-        if inner.startswith("ipv6:"):
-            inner = inner[5:]
-        try:
-            ipaddress.ip_address(inner)
-        except ValueError:
-            raise ValueError("not a valid IP literal") from None
-        return value
-    if not re.match(r"^[a-z0-9._-]+$", value):
-        raise ValueError("only letters, digits, '.', '-' and a leading '_' are allowed")
-    if value == "localhost":
-        return value  # a relay for this machine only: the one name every resolver knows
-    labels = value.split(".")
-    if len(value) > 253 or len(labels) < 2:
-        raise ValueError("needs at least two labels")
-    first, rest = labels[0], labels[1:]
-    if not (_LABEL.match(first) or _UNDERSCORE_LABEL.match(first)):
-        raise ValueError(f"bad label {first!r}")
-    for label in rest:
-        if not _LABEL.match(label):
-            raise ValueError(f"bad label {label!r}")
-    if rest[-1].isdigit():
-        raise ValueError("top-level label is numeric")
-    return value
-
-
-def choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in options:
-            raise ValueError("unknown value")
-        return value
-
-    return parse
-
-
-def integer(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not re.match(r"^[0-9]+$", text.strip()):
-            raise ValueError("not a whole number")
-        value = int(text.strip(), 10)
-        if not low <= value <= high:
-            raise ValueError("out of range")
-        return value
-
-    return parse
-
-
-def number(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        if not re.match(r"^[0-9]+(\.[0-9]+)?$", text.strip()):
-            raise ValueError("not a number")
-        value = float(text.strip())
-        if not low <= value <= high:
-            raise ValueError("out of range")
-        return value
-
-    return parse
-
-
-_SIZE = re.compile(r"^(\d+)\s*([kmgt]?)(i?b)?$")
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def size(low: int, high: int) -> Callable[[str], int]:
-    """Bytes, with an optional binary unit: 500M, 1G, 30MiB, 4096."""
-
-    def parse(text: str) -> int:
-        match = _SIZE.match(text.strip().lower())
-        if not match:
-            raise ValueError("not a size")
-        value = int(match.group(1)) * _UNITS[match.group(2)]
-        if not low <= value <= high:
-            raise ValueError("out of range")
-        return value
-
-    return parse
-
-
-def boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("not a boolean")
-
-
-def http_url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("not an http(s) URL")
-    return text.strip()
-
-
-def absolute_path_or_empty(text: str) -> str:
-    value = text.strip()
-    if value and not value.startswith("/"):
-        raise ValueError("not an absolute path")
-    return value
-
-
-def absolute_path(text: str) -> str:
-    value = absolute_path_or_empty(text)
-    if not value:
-        raise ValueError("empty")
-    return value
-
-
-def ip_list(text: str) -> tuple[str, ...]:
-    """Comma- or space-separated IPv4/IPv6 addresses (may be empty)."""
-    out = []
-    for item in re.split(r"[,\s]+", text.strip()):
-        if item:
-            try:
-                out.append(str(ipaddress.ip_address(item)))
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address") from None
-    return tuple(out)
-
-
-def http_url_or_empty(text: str) -> str:
-    return http_url(text) if text.strip() else ""
-
-
-def port_range(low: int, high: int, most: int) -> Callable[[str], tuple[int, int]]:
-    """Two port numbers joined by '-': ``49152-49171``."""
-
-    def parse(text: str) -> tuple[int, int]:
-        match = re.match(r"^(\d+)-(\d+)$", text.strip())
-        if not match:
-            raise ValueError("not a range like 49152-49171")
-        first, last = int(match.group(1)), int(match.group(2))
-        if not low <= first <= last <= high:
-            raise ValueError(f"ports must lie within {low}-{high}, the first not above the last")
-        if last - first + 1 > most:
-            raise ValueError(f"more than {most} ports")
-        return first, last
-
-    return parse
-
-
-def email_or_empty(text: str) -> str:
-    value = text.strip()
-    if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
-        raise ValueError("not an e-mail address")
-    return value
 
 
 # --- the settings ----------------------------------------------------------
@@ -464,43 +312,3 @@ def from_environment() -> Settings:
 def template_context(settings: Settings) -> dict[str, Any]:
     """Each setting under its variable name in lower case, for the templates."""
     return {f.name: getattr(settings, f.name) for f in fields(settings)}
-
-
-def markdown_table() -> str:
-    rows = ["| Variable | Default | Accepted values | Meaning |", "|---|---|---|---|"]
-    for s in SETTINGS:
-        default = "*(required)*" if s.default is None else f"`{s.default}`"
-        rows.append(f"| `{s.name}` | {default} | {s.accepted} | {s.doc} |")
-    return "\n".join(rows) + "\n"
-
-
-def compose_environment() -> str:
-    """The environment block of compose.yaml: every setting passed through."""
-    return "".join(f"      {s.name}: ${{{s.name}:-}}\n" for s in SETTINGS)
-
-
-def _replace_between(text: str, start: str, end: str, new: str) -> str:
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    return head + start + new + end + tail
-
-
-def write_docs(root: str) -> None:
-    """Regenerate the README table and compose.yaml's environment block."""
-    import pathlib
-    base = pathlib.Path(root)
-    readme = base / "README.md"
-    readme.write_text(_replace_between(readme.read_text(), "<!-- settings-table:start -->\n",
-                                       "<!-- settings-table:end -->", markdown_table()))
-    compose = base / "compose.yaml"
-    compose.write_text(_replace_between(compose.read_text(), "    environment:\n",
-                                        "    ports:", compose_environment()))
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--markdown"]:
-        sys.stdout.write(markdown_table())
-    elif sys.argv[1:2] == ["--write-docs"] and len(sys.argv) == 3:
-        write_docs(sys.argv[2])
-    else:
-        sys.exit("usage: python3 -m relay.settings --markdown | --write-docs REPO_ROOT")
