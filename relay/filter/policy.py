@@ -20,6 +20,7 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import Message
 from typing import cast
 
+from relay.filter import guard
 from relay.filter.openpgp import has_one_content_type, is_openpgp_mime
 
 
@@ -53,7 +54,8 @@ def from_addresses(msg: Message) -> list[str] | None:
         return None
     try:
         header = _HEADERS("From", str(values[0]))
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "From header")  # re-raises under test
         return None
     if header.defects:
         return None
@@ -118,7 +120,8 @@ def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
     """None when a submitted message may go on, else why not (``msg``: ``data`` parsed)."""
     try:
         msg = parse(data) if msg is None else msg
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "parse")  # re-raises under test
         return UNPARSABLE
     if from_addresses(msg) != [mail_from.lower()]:
         return BAD_FROM
@@ -134,7 +137,8 @@ def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes,
     """None when a message from another server may be delivered, else why not."""
     try:
         msg = parse(data) if msg is None else msg
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "parse")  # re-raises under test
         return UNPARSABLE
     if is_openpgp_mime(msg, outgoing=False):
         return None

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import logs, paths
 from relay import settings as settings_mod
 from relay.filter import dkimverify as dkimcheck
-from relay.filter import headers, policy
+from relay.filter import guard, headers, policy
 from relay.filter.ratelimit import TokenBucket
 from relay.settings import Settings
 from relay.wire.unixsmtp import UnixSMTP
@@ -85,7 +85,8 @@ class Handler:
         loop = asyncio.get_running_loop()
         try:
             msg = policy.parse(data)  # parsed once, for every check below
-        except Exception:
+        except Exception as exc:
+            guard.unexpected(exc, "parse")  # re-raises under test
             return policy.UNPARSABLE.reply()
         verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data, msg)
         if verdict is None and self.direction == "incoming":
