@@ -37,6 +37,9 @@ _B64_LINE = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
 class Malformed(ValueError):
+    """The packet stream is not well-formed OpenPGP (RFC 9580 §4.2 framing); callers turn it into
+    "not encrypted".
+    """
     pass
 
 
