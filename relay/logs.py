@@ -16,6 +16,10 @@ class JsonLines(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        """``record`` as one JSON object: ``{"ts": "2026-01-02T03:04:05.678Z", "service": ...,
+        "level": "info", "msg": ...}``, plus ``"exc"`` (the exception's last line, no traceback)
+        when the record carries one.
+        """
         entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
                  + f".{int(record.msecs):03d}Z",
                  "service": self.service, "level": record.levelname.lower(),

@@ -27,6 +27,7 @@ def ipv6_available() -> bool:
 
 
 def load_average() -> float:
+    """The 1-minute load average of the host (os.getloadavg)."""
     return os.getloadavg()[0]
 
 
@@ -54,6 +55,9 @@ def available_memory() -> int:
 
 
 def free_disk(path: Path) -> int:
+    """Bytes available to unprivileged users on the file system holding ``path`` (statvfs). Raises
+    OSError when ``path`` does not exist.
+    """
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
 
@@ -105,6 +109,9 @@ def global_addresses(candidates: Iterable[str]) -> list[str]:
 
 
 def local_addresses(proc: Path = Path("/proc/net")) -> list[str]:
+    """The global (publicly routable) addresses of the container's interfaces, read from ``proc``
+    (/proc/net: fib_trie for IPv4, if_inet6 for IPv6), IPv4 first; [] behind NAT.
+    """
     texts = []
     for name, parse in (("fib_trie", parse_fib_trie), ("if_inet6", parse_if_inet6)):
         try:

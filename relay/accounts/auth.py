@@ -36,6 +36,16 @@ class Authority:
         self.root = root
 
     def passdb(self, address: str, password: str) -> dict | None:
+        """Dovecot's passdb lookup for ``address`` with the password the client sent.
+
+        Returns ``{"password": "{SHA512-CRYPT}$6$..."}``, the stored salted hash, which Dovecot
+        compares with the password itself. An address of our domain without an account is created
+        first (SPEC §2 "create on first login", as the reference relay's doveauth does) when its
+        local part and the password pass the length rules and creation is allowed; an existing
+        account gets its last-login day recorded. Returns None (Dovecot: unknown user, login
+        refused) for another domain or a refused creation. Raises OSError when the account store
+        cannot be read or written.
+        """
         if not accounts.is_local(address, self.domain):
             return None
         hashed = accounts.read_hash(address, self.root)
@@ -66,6 +76,10 @@ class Authority:
         return hashed
 
     def userdb(self, address: str) -> dict | None:
+        """Dovecot's userdb lookup: ``{"home": "/data/mail/<address>", "uid": "vmail", "gid":
+        "vmail"}`` for an existing account of our domain, None otherwise (nothing is created
+        here).
+        """
         if not accounts.is_local(address, self.domain):
             return None
         if accounts.read_hash(address, self.root) is None:
@@ -73,6 +87,9 @@ class Authority:
         return {"home": str(paths.MAIL / address), "uid": "vmail", "gid": "vmail"}
 
     def mailbox_exists(self, address: str) -> bool:
+        """True when ``address`` (compared in lower case) is an existing account of our domain:
+        Postfix's ``virtual_mailbox_maps`` asks this, so unknown recipients get a 550 at RCPT.
+        """
         address = address.lower()
         return accounts.is_local(address, self.domain) and \
             accounts.read_hash(address, self.root) is not None
@@ -100,6 +117,10 @@ class Authority:
         return "F" + tab_escape(f"unsupported command {cmd}") + "\n"
 
     def dict_lookup(self, key: str) -> dict | None:
+        """Answer one dict key: ``[shared/]passdb/<address>/<password>`` (see
+        config/etc/dovecot/auth-dict.conf.ext.j2) or ``[shared/]userdb/<address>``; the reply
+        dict, or None for "not found" (also for any other key).
+        """
         key = key.removeprefix("shared/")
         kind, _, rest = key.partition("/")
         if kind == "passdb":
@@ -112,6 +133,10 @@ class Authority:
     # --- Postfix socketmap protocol ----------------------------------------------
 
     def socketmap_request(self, request: str) -> str:
+        """Answer one Postfix socketmap request ``"<map> <key>"`` (socketmap_table(5)): ``"OK
+        exists"`` or ``"NOTFOUND "`` for the ``mailbox`` map, ``"PERM unknown map"`` for any
+        other, ``"TEMP internal error <Type>"`` when the lookup raised (Postfix retries).
+        """
         name, _, key = request.partition(" ")
         if name != "mailbox":
             return "PERM unknown map"
@@ -124,15 +149,21 @@ class Authority:
 
 async def serve_dict(authority: Authority, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+    """Serve one Dovecot dict connection (passdb/userdb lookups) until the client closes it."""
     await serve_dict_lines(authority.dict_line, reader, writer, log)
 
 
 async def serve_socketmap(authority: Authority, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
+    """Serve one Postfix socketmap connection (netstring requests) until the client closes it."""
     await socketmap.serve_socketmap(authority.socketmap_request, reader, writer)
 
 
 async def main() -> None:
+    """relay-auth: read the settings, then serve the Dovecot dict socket
+    (``paths.AUTH_DICT_SOCKET``) and the Postfix socketmap (``paths.ACCOUNTS_MAP_SOCKET``) for
+    ever. A bad setting raises SettingError before anything listens.
+    """
     settings = settings_mod.from_environment()
     logs.setup("relay-auth", settings.log_level, settings.log_format)
     authority = Authority(settings)

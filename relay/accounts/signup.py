@@ -23,6 +23,14 @@ log = logging.getLogger("relay-signup")
 
 
 def new_account(settings: Settings) -> dict:
+    """The JSON answer of ``POST /new`` (SPEC §2): ``{"email": "<local>@<domain>",
+    "password": "<pw>"}``, a random local part of USERNAME_MAX_LENGTH characters and a random
+    password (:func:`relay.accounts.store.random_password`), both ``a-z0-9``. Nothing is
+    stored: the first login creates the account. With TLS_MODE=self-signed a ``"dclogin"`` URL
+    (``dclogin:<email>?p=<pw>&v=1&ic=3``) is added, because Delta Chat refuses a self-signed
+    certificate when it fetches ``/new`` itself (the reference relay adds the same URL in its
+    self-signed mode, under the key ``dclogin_url``).
+    """
     domain = settings.mail_domain
     email = f"{accounts.random_localpart(settings.username_max_length)}@{domain}"
     password = accounts.random_password(settings.password_min_length)
@@ -44,14 +52,22 @@ def qr_text(settings: Settings) -> str:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """HTTP handler of relay-signup (one instance per request, on the UNIX socket nginx proxies
+    ``/new`` to): ``POST /new`` answers JSON, ``GET``/``HEAD /new`` redirect to the
+    ``dcaccount:`` URL, every other path is a JSON 404.
+    """
     server_version = "chatmail"
     sys_version = ""
     settings: Settings  # set by main() before the server starts
 
     def address_string(self) -> str:  # UNIX socket: no client address, and we log none
+        """The client's address for http.server's messages: "-" (a UNIX socket has none, and we log
+        none).
+        """
         return "-"
 
     def log_message(self, format: str, *args) -> None:  # no per-request logs (privacy)
+        """Log nothing per request (no client addresses or request lines in the logs)."""
         pass
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
@@ -69,6 +85,11 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def do_POST(self) -> None:
+        """``POST /new``: 200 with :func:`new_account`'s JSON; 503 ``{"error": ...}`` while account
+        creation is refused (ACCOUNT_CREATION off, ``relayctl accounts off``, or the machine
+        short of resources: ``accounts.creation_refusal``); 404 for any other path. The query
+        string is ignored.
+        """
         if self.path.split("?")[0] != "/new":
             return self._json(404, {"error": "not found"})
         refusal = accounts.creation_refusal(self.settings)
@@ -78,6 +99,9 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, new_account(self.settings))
 
     def do_GET(self) -> None:
+        """``GET /new`` (also HEAD): a 302 to ``dcaccount:https://<domain>/new`` with a small HTML
+        link as body, so that a phone's browser hands the URL to Delta Chat; 404 elsewhere.
+        """
         if self.path.split("?")[0] != "/new":
             return self._json(404, {"error": "not found"})
         url = dcaccount_url(self.settings)
@@ -88,6 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    """relay-signup: read the settings and serve ``paths.SIGNUP_SOCKET`` for ever (threaded)."""
     settings = settings_mod.from_environment()
     logs.setup("relay-signup", settings.log_level, settings.log_format)
     Handler.settings = settings

@@ -34,12 +34,16 @@ def is_local(address: str, domain: str) -> bool:
 
 
 def account_file(address: str, root: Path = paths.ACCOUNTS) -> Path:
+    """The account file of ``address`` below ``root``; raises ValueError for a name that is not a
+    plain file name (contains "/" or starts with ".").
+    """
     if "/" in address or address.startswith("."):
         raise ValueError("not an account name")
     return root / address
 
 
 def hash_password(password: str) -> str:
+    """``password`` as Dovecot's ``{SHA512-CRYPT}$6$<salt>$<hash>`` (crypt(3), random salt)."""
     return "{SHA512-CRYPT}" + crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))
 
 
@@ -72,6 +76,9 @@ def creation_refusal(settings: Settings) -> str | None:
 
 
 def read_hash(address: str, root: Path = paths.ACCOUNTS) -> str | None:
+    """The stored hash of ``address`` (as :func:`hash_password` made it), or None when the account
+    does not exist; raises ValueError for a name :func:`account_file` refuses.
+    """
     try:
         return account_file(address, root).read_text().strip()
     except FileNotFoundError:
@@ -109,6 +116,9 @@ def record_login(address: str, root: Path = paths.ACCOUNTS) -> None:
 
 
 def count(root: Path = paths.ACCOUNTS) -> int:
+    """How many accounts exist below ``root`` (0 when the folder is missing; temporary dot-files of
+    a creation in progress are not counted).
+    """
     try:
         return sum(1 for e in os.scandir(root) if not e.name.startswith("."))
     except FileNotFoundError:
@@ -116,8 +126,12 @@ def count(root: Path = paths.ACCOUNTS) -> int:
 
 
 def random_localpart(length: int) -> str:
+    """A random local part of ``length`` characters from ``a-z0-9`` (secrets module)."""
     return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
 
 
 def random_password(min_length: int) -> str:
+    """A random password from ``a-z0-9``: ``min_length`` + 3 characters (SPEC §2, as the
+    reference relay's /new in chatmaild newemail.py), but never fewer than 20.
+    """
     return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(max(min_length + 3, 20)))

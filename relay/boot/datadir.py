@@ -22,11 +22,17 @@ log = logging.getLogger("relay.boot.datadir")
 
 
 class LayoutError(RuntimeError):
+    """/data cannot be used by this image: an unreadable LAYOUT_VERSION, or a newer layout than
+    ``paths.LAYOUT_VERSION``. The entrypoint stops with its message.
+    """
     pass
 
 
 @dataclass(frozen=True)
 class Dir:
+    """A directory the relay needs: ``path``, its owner ``user`` and ``group`` (names from the
+    image's /etc/passwd and /etc/group) and its permission bits ``mode`` (e.g. 0o700).
+    """
     path: Path
     user: str
     group: str
@@ -76,6 +82,12 @@ def _ids(user: str, group: str) -> tuple[int, int]:
 
 
 def ensure_dir(d: Dir) -> None:
+    """Create ``d.path`` (with parents) and give it its owner and mode. When the directory's own
+    owner is wrong (a fresh volume, a restored backup, another user's bind mount) everything
+    below it is chowned too, without following links; otherwise the tree is left alone, so a
+    large volume does not slow every start. Raises KeyError for an unknown user or group, OSError
+    when the volume refuses.
+    """
     uid, gid = _ids(d.user, d.group)
     d.path.mkdir(parents=True, exist_ok=True)
     st = d.path.stat()
@@ -125,6 +137,11 @@ def check_layout() -> int:
 
 
 def prepare() -> None:
+    """Make /data and /run/relay ready for this image: check the layout version
+    (:func:`check_layout`, LayoutError), create every directory of ``DIRS`` and ``RUN_DIRS`` with
+    its owner and mode, run the migrations a non-fresh volume needs, and write
+    ``paths.LAYOUT_VERSION`` atomically. Idempotent.
+    """
     found = check_layout()
     for d in DIRS + RUN_DIRS:
         ensure_dir(d)

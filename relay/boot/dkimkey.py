@@ -17,6 +17,10 @@ KEY = paths.DKIM / f"{SELECTOR}.private"
 
 
 def ensure_key() -> None:
+    """Make the 2048-bit RSA DKIM signing key ``KEY`` on /data once (openssl genrsa, created with
+    umask 077, owned by opendkim, mode 0600, put in place atomically); an existing key is kept.
+    Raises subprocess.CalledProcessError when openssl fails.
+    """
     if KEY.exists():
         return
     log.info("making the DKIM key %s", KEY)
@@ -34,10 +38,16 @@ def ensure_key() -> None:
 
 
 def public_key_b64() -> str:
+    """The DER SubjectPublicKeyInfo of ``KEY``, base64: the ``p=`` tag of the DKIM key record (RFC
+    6376 §3.6.1). Raises subprocess.CalledProcessError when the key cannot be read.
+    """
     der = subprocess.run(["openssl", "rsa", "-in", str(KEY), "-pubout", "-outform", "DER"],
                          check=True, capture_output=True).stdout
     return base64.b64encode(der).decode()
 
 
 def txt_record_value() -> str:
+    """The TXT record to publish at ``chatmail._domainkey.<domain>``: ``"v=DKIM1; k=rsa;
+    p=<base64>"`` (RFC 6376 §3.6.1).
+    """
     return f"v=DKIM1; k=rsa; p={public_key_b64()}"

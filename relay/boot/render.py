@@ -22,6 +22,10 @@ from relay import paths
 
 
 def environment(templates: Path = paths.CONFIG_TEMPLATES) -> jinja2.Environment:
+    """The jinja2 environment for the templates below ``templates``: StrictUndefined (a missing
+    variable raises jinja2.UndefinedError), no autoescaping, trailing newline kept, block tags
+    trimmed.
+    """
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),
         undefined=jinja2.StrictUndefined,
@@ -33,12 +37,19 @@ def environment(templates: Path = paths.CONFIG_TEMPLATES) -> jinja2.Environment:
 
 
 def template_names(templates: Path = paths.CONFIG_TEMPLATES) -> list[str]:
+    """Every file below ``templates`` as a path relative to it (e.g. ``"etc/postfix/main.cf.j2"``),
+    sorted.
+    """
     return sorted(
         str(p.relative_to(templates)) for p in templates.rglob("*") if p.is_file())
 
 
 def render_all(context: dict[str, Any], root: Path = Path("/"),
                templates: Path = paths.CONFIG_TEMPLATES) -> list[Path]:
+    """Write every template below ``templates`` to the path it mirrors under ``root`` (``.j2`` files
+    rendered with ``context``, others copied), each atomically with mode 0644; returns the paths
+    written. Raises jinja2.UndefinedError for a variable ``context`` lacks.
+    """
     env = environment(templates)
     written = []
     for name in template_names(templates):

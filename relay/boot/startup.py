@@ -34,6 +34,9 @@ TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL
 
 
 def qr_png(text: str) -> bytes:
+    """``text`` as a QR code PNG (qrencode, 8 pixels a module, a 2-module margin), as bytes. Raises
+    subprocess.CalledProcessError when qrencode fails.
+    """
     return subprocess.run(["qrencode", "-t", "PNG", "-s", "8", "-m", "2", "-o", "-", text],
                           check=True, capture_output=True).stdout
 
@@ -96,6 +99,13 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
 
 
 def prepare(settings: Settings) -> dict:
+    """Every start-up step before supervisord, in order: /data prepared
+    (:func:`relay.boot.datadir.prepare`), a certificate installed, the DKIM key and TURN secret
+    made, every template rendered below ``paths.RENDERED``, ``postfix check`` run. Returns the
+    template context. Raises LayoutError, OSError, ValueError (an external certificate that
+    does not fit its key), subprocess.CalledProcessError or RuntimeError (``postfix check``
+    failed); entrypoint.py turns any of them into one line and stops the container.
+    """
     datadir.prepare()
     source = certs.prepare(settings)
     dkim.ensure_key()

@@ -58,6 +58,11 @@ HTTP_TIMEOUT = 5.0
 
 
 class AcmeError(RuntimeError):
+    """One ACME attempt failed; the message says why. ``cheap`` is True when the CA was not asked
+    for anything (our own checks failed, or the CA was unreachable): the back-off is then short
+    (``BACKOFF_CHEAP``), otherwise long (``BACKOFF_ORDER``), because failed orders count against
+    the CA's rate limits.
+    """
     def __init__(self, message: str, cheap: bool) -> None:
         super().__init__(message)
         self.cheap = cheap  # True: the CA was not asked for anything
@@ -67,12 +72,18 @@ class AcmeError(RuntimeError):
 
 @dataclass
 class State:
+    """The failure memory on the volume (``STATE``, JSON): ``failures`` in a row, the Unix time
+    ``next_attempt`` before which no attempt is made, and the ``last_error`` message.
+    """
     failures: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
 
     @classmethod
     def load(cls) -> State:
+        """The state stored in ``STATE``; a missing, unreadable or malformed file gives the fresh
+        state (no failures, no back-off), never an error.
+        """
         try:
             data = json.loads(STATE.read_text())
             return cls(int(data["failures"]), float(data["next_attempt"]), str(data["last_error"]))
@@ -80,6 +91,8 @@ class State:
             return cls()
 
     def save(self) -> None:
+        """Write the state to ``STATE`` atomically (a temporary file, then rename). Raises OSError.
+        """
         tmp = STATE.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__))
         os.replace(tmp, STATE)
@@ -93,6 +106,9 @@ def backoff(failures: int, cheap: bool) -> float:
 
 
 def record_failure(state: State, error: AcmeError, now: float) -> State:
+    """Count ``error`` as one more failure at Unix time ``now``: set ``next_attempt`` to now plus
+    :func:`backoff`, keep its message, save and return ``state``.
+    """
     state.failures += 1
     delay = backoff(state.failures, error.cheap)
     state.next_attempt = now + delay
@@ -102,12 +118,16 @@ def record_failure(state: State, error: AcmeError, now: float) -> State:
 
 
 def record_success() -> None:
+    """Forget every failure (a fresh state is saved)."""
     State().save()
 
 
 # --- checks before the CA is asked ------------------------------------------
 
 def resolves(name: str) -> list[str]:
+    """The addresses ``name`` resolves to for TCP port 80 (system resolver, IPv4 and IPv6, as text,
+    sorted, without repeats); an empty list when it does not resolve.
+    """
     try:
         infos = socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)
     except socket.gaierror:
@@ -150,6 +170,10 @@ def names_to_request(domain: str) -> list[str]:
 
 
 def check_directory(url: str, ca_bundle: Path) -> None:
+    """Fetch the ACME directory at ``url`` (RFC 8555 §7.1.1), trusting ``ca_bundle``; raises a cheap
+    AcmeError when it does not answer within HTTP_TIMEOUT seconds or is no ACME directory (no
+    ``newOrder``).
+    """
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT, context=client_context(cafile=ca_bundle)) as r:
             directory = json.load(r)
@@ -180,6 +204,10 @@ def _new_key(path: Path, bits: int, owner: pwd.struct_passwd | None = None) -> N
 
 
 def ensure_keys() -> None:
+    """Make the missing keys: the 4096-bit ACME account key (owned by ``relayacme``, the only user
+    that reads it) and the 2048-bit key the certificates are issued for (root only). Raises
+    subprocess.CalledProcessError when openssl fails.
+    """
     if not ACCOUNT_KEY.exists():
         log.info("making the ACME account key %s", ACCOUNT_KEY)
         _new_key(ACCOUNT_KEY, 4096, pwd.getpwnam(USER))
@@ -189,6 +217,10 @@ def ensure_keys() -> None:
 
 
 def write_csr(names: list[str]) -> None:
+    """Write the certificate signing request for ``names`` (first one the CN, all of them
+    subjectAltName DNS entries, SHA-256) to ``CSR``, readable by ``relayacme``. Raises
+    subprocess.CalledProcessError.
+    """
     acme = pwd.getpwnam(USER)
     tmp = CSR.with_suffix(".new")
     _run(["openssl", "req", "-new", "-sha256", "-key", str(DOMAIN_KEY), "-subj", f"/CN={names[0]}",
@@ -199,6 +231,11 @@ def write_csr(names: list[str]) -> None:
 
 
 def run_acme_tiny(directory_url: str, contact: str, ca_bundle: Path) -> str:
+    """Run acme-tiny as ``relayacme`` against ``directory_url`` (HTTP-01, challenge files in
+    ``paths.ACME_CHALLENGES``, which nginx serves on port 80), with ``mailto:contact`` when given
+    and ``ca_bundle`` as SSL_CERT_FILE. Returns the PEM chain it prints; raises an AcmeError (not
+    cheap) when it fails or takes over 5 minutes. Its log lines are passed on.
+    """
     cmd = ["acme-tiny", "--account-key", str(ACCOUNT_KEY), "--csr", str(CSR),
            "--acme-dir", str(paths.ACME_CHALLENGES), "--directory-url", directory_url]
     if contact:

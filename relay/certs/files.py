@@ -38,6 +38,11 @@ def names_for(domain: str) -> list[str]:
 
 
 def cert_names(cert: Path) -> list[str]:
+    """The subjectAltName entries of the (first) certificate in ``cert``, as
+    ``["DNS:chat.example.org", "IP:192.0.2.1", ...]`` (IPv6 in its compressed form), read with
+    openssl. Raises subprocess.CalledProcessError for an unreadable file or a certificate without
+    subjectAltName.
+    """
     out = subprocess.run(
         ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
         capture_output=True, text=True, check=True).stdout
@@ -86,6 +91,9 @@ def not_after(cert: Path) -> float:
 
 
 def not_before(cert: Path) -> float:
+    """Start of validity of the first certificate in a PEM file, as a Unix time (seconds). Raises
+    subprocess.CalledProcessError for an unreadable file.
+    """
     return _date(cert, "start")
 
 
@@ -116,6 +124,9 @@ def validate_pair(cert: Path, key: Path, names: list[str] | None = None) -> str 
 
 
 def content_hash(*files: Path) -> str:
+    """SHA-256 (hex) over the bytes of ``files`` in order: changes when any of them changes. Raises
+    OSError for a file that cannot be read.
+    """
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.read_bytes())
@@ -123,6 +134,9 @@ def content_hash(*files: Path) -> str:
 
 
 def install(cert: Path, key: Path) -> None:
+    """Copy ``cert`` and ``key`` to ``paths.TLS_CERT`` (0644) and ``paths.TLS_KEY`` (0600), both
+    owned by root and each replaced atomically; the daemons read them at their next reload.
+    """
     install_file(key, paths.TLS_KEY, "root", "root", 0o600)
     install_file(cert, paths.TLS_CERT, "root", "root", 0o644)
 
@@ -142,6 +156,9 @@ def write_ca_bundle(extra: str) -> None:
 
 
 def acme_ready() -> bool:
+    """True when /data/tls/acme holds a chain and key that :func:`validate_pair` accepts (they
+    belong together and the certificate has not expired).
+    """
     cert, key = ACME / "fullchain.pem", ACME / "privkey.pem"
     return cert.is_file() and key.is_file() and validate_pair(cert, key) is None
 

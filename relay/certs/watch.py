@@ -101,6 +101,10 @@ def served() -> dict[str, str]:
 
 
 def stale_endpoints(expected: str) -> dict[str, str]:
+    """The endpoints (``"<port> (<label>)"``) whose served certificate is not the one with SHA-256
+    fingerprint ``expected`` (hex), mapped to what they serve instead or ``"error: ..."``; empty
+    when every port serves it.
+    """
     return {name: fp for name, fp in served().items() if fp != expected}
 
 
@@ -118,6 +122,9 @@ def locked() -> Iterator[None]:
 
 
 def reload_daemons() -> None:
+    """Reload Postfix, Dovecot and nginx gracefully (``RELOADS``), each in turn; a failed reload is
+    logged with its stderr, not raised.
+    """
     for cmd in RELOADS:
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -178,6 +185,9 @@ def acme_due(now: float | None = None) -> bool:
 
 
 def installed_fingerprint() -> str | None:
+    """SHA-256 (hex) of the certificate installed in ``paths.TLS_CERT``, or None when there is none
+    or it cannot be read.
+    """
     try:
         return certs.fingerprint(paths.TLS_CERT)
     except (OSError, ValueError):
@@ -185,6 +195,10 @@ def installed_fingerprint() -> str | None:
 
 
 def acme_step(values: Settings, force: bool = False) -> None:
+    """One ACME turn of the loop: obtain a certificate when :func:`acme_due` (or ``force``), under
+    the back-off of :func:`relay.certs.acme.attempt`, then switch to the chain on /data/tls/acme
+    when it is usable and not the one installed.
+    """
     chain, key = certs.ACME / "fullchain.pem", certs.ACME / "privkey.pem"
     if force or acme_due():
         acme.attempt(values, force=force)
@@ -193,6 +207,10 @@ def acme_step(values: Settings, force: bool = False) -> None:
 
 
 class ExternalWatch:
+    """TLS_MODE=external: polls TLS_CERT_FILE and TLS_KEY_FILE by content hash (bind mounts do not
+    deliver inotify events reliably) and installs a changed pair once it is valid. The pair found
+    at start counts as installed (``certs.prepare`` did that).
+    """
     def __init__(self, values: Settings) -> None:
         self.cert = Path(values.tls_cert_file)
         self.key = Path(values.tls_key_file)
@@ -203,6 +221,11 @@ class ExternalWatch:
             pass
 
     def step(self) -> None:
+        """Look at the files once: unchanged, nothing happens; changed and valid, :func:`switch_to`
+        installs them; changed and invalid (often a half-written pair: a new certificate, the old
+        key) or unreadable, the installed certificate stays and the problem is logged once, not
+        at every step.
+        """
         try:
             current = certs.content_hash(self.cert, self.key)
         except OSError as exc:
@@ -223,6 +246,10 @@ class ExternalWatch:
 
 
 def verify(force_reload: bool = False) -> None:
+    """Compare what every port serves with the installed certificate and, when one differs (or
+    ``force_reload``), reload until it is served (:func:`make_served`); logs an error for the
+    ports that still do not serve it. Nothing happens without an installed certificate.
+    """
     expected = installed_fingerprint()
     if expected is None:
         return
@@ -244,6 +271,11 @@ def wait_for_daemons(timeout: float = 60.0) -> None:
 
 
 def main() -> int:
+    """relay-certs: wait for the daemons, run the doctor's start-up summary once, then every
+    CHECK_INTERVAL seconds under the certificate lock take one ACME or external-files step and,
+    every VERIFY_INTERVAL seconds, :func:`verify`. An exception in a turn is logged with its
+    traceback and the loop goes on (the relay keeps serving). Never returns.
+    """
     values = settings.from_environment()
     logs.setup("relay-certs", values.log_level, values.log_format)
     mode = values.tls_mode

@@ -104,6 +104,10 @@ def write_db(path: Path, records: list[tuple[int, bytes, bytes]], uid: int, gid:
 
 
 def recent_messages(maildir: Path, since: float) -> list[Path]:
+    """The message files in ``maildir``'s ``new/`` and ``cur/`` whose mtime is ``since`` (a Unix
+    time) or later; a folder not changed since then is not listed at all. Missing folders give
+    nothing.
+    """
     out = []
     for sub in ("new", "cur"):
         folder = maildir / sub
@@ -120,6 +124,9 @@ def recent_messages(maildir: Path, since: float) -> list[Path]:
 
 
 def last_activity(homes: list[Path]) -> float:
+    """The newest mtime (Unix time) of the ``Maildir/new`` and ``Maildir/cur`` folders of ``homes``:
+    when the last message was stored or moved; 0.0 when there is none.
+    """
     newest = 0.0
     for home in homes:
         for sub in ("new", "cur"):

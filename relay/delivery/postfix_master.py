@@ -46,6 +46,7 @@ NEEDED = (Path("/run/dovecot/lmtp"), paths.ACCOUNTS_MAP_SOCKET)
 
 
 def answers(path: Path) -> bool:
+    """True when something accepts a connection on the UNIX socket ``path`` within a second."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(1)
@@ -94,6 +95,7 @@ def group_members(pgid: int, exclude: Iterable[int] = (), names: Iterable[str] |
 
 
 def terminate(pids: list[int]) -> None:
+    """Send SIGTERM to each of ``pids``; a process already gone is skipped."""
     for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
@@ -124,6 +126,11 @@ def drain(master: int, pgid: int, seconds: float = DRAIN_SECONDS,
 
 def prepare() -> None:
     # before anything is delivered: the deliveries a crash cut off get their record
+    """The ``prepare`` step before Postfix's master starts: record the deliveries a crash cut off
+    (:func:`relay.delivery.deliveronce.repair`; an OSError is reported, not raised) and wait up
+    to READY_SECONDS for Dovecot's LMTP socket and relay-auth's mailbox map. Messages go to
+    stdout/stderr, which supervisord logs.
+    """
     try:
         added = deliveronce.repair(paths.MAIL)
         if added:
@@ -137,6 +144,7 @@ def prepare() -> None:
 
 
 def alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
     info = proc_stat(pid)
     return info is not None and info[1] != "Z"
 

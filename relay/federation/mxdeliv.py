@@ -44,11 +44,15 @@ _ADDRESS = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 
 @dataclass
 class Answer:
+    """What relay-mxdeliv answers: the HTTP ``status`` and the JSON ``payload`` (e.g. ``{"accepted":
+    [...], "refused": {...}}`` or ``{"error": "..."}``).
+    """
     status: int
     payload: dict = field(default_factory=dict)
 
 
 def bad_request(reason: str) -> Answer:
+    """A 400 answer with ``{"error": reason}``."""
     return Answer(400, {"error": reason})
 
 
@@ -157,6 +161,10 @@ def deliver(smtp_factory: Callable[[], smtplib.SMTP], sender: str, recipients: l
 
 
 class Handler(BaseHTTPRequestHandler):
+    """HTTP handler of relay-mxdeliv on the UNIX socket nginx proxies ``/mxdeliv`` to: POST delivers
+    (see the module's answers), GET and HEAD get 405, other paths 404. One request per
+    connection; at most MAX_CONCURRENT deliveries at once (more get 503).
+    """
     server_version = "chatmail"
     sys_version = ""
     protocol_version = "HTTP/1.1"
@@ -165,9 +173,13 @@ class Handler(BaseHTTPRequestHandler):
     smtp_factory: Callable[[], smtplib.SMTP] = staticmethod(lambda: UnixSMTP(paths.MXDELIV_POSTFIX))
 
     def address_string(self) -> str:  # UNIX socket: no client address, and we log none
+        """The client's address for http.server's messages: "-" (a UNIX socket has none, and we log
+        none).
+        """
         return "-"
 
     def log_message(self, format: str, *args) -> None:  # one line per delivery instead
+        """Log nothing per request: :meth:`do_POST` logs one line per delivery instead."""
         pass
 
     def _answer(self, answer: Answer, extra: dict | None = None) -> None:
@@ -190,6 +202,9 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:
+        """GET or HEAD ``/mxdeliv``: 405 with ``Allow: POST`` (the reference relays answer 405 too);
+        404 for any other path.
+        """
         if not self._not_here():
             self.close_connection = True
             self._answer(Answer(405, {"error": "POST only"}), {"Allow": "POST"})
@@ -197,6 +212,12 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self) -> None:
+        """POST ``/mxdeliv``: check the length (411 without Content-Length, 413 above the body
+        limit), the envelope headers (400, :func:`parse_envelope`) and the body (400 when empty
+        or short), then hand the message to Postfix (:func:`deliver`) and answer its verdict; 503
+        when MAX_CONCURRENT deliveries are running. Logs one line: sender's domain, status,
+        recipients accepted.
+        """
         self.close_connection = True  # one request per connection: nginx opens a new one
         if self._not_here():
             return
@@ -234,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    """relay-mxdeliv: read the settings and serve ``paths.MXDELIV_SOCKET`` for ever (threaded)."""
     settings = settings_mod.from_environment()
     logs.setup("relay-mxdeliv", settings.log_level, settings.log_format)
     Handler.settings = settings

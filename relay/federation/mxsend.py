@@ -79,12 +79,19 @@ class LMTPServer:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
+        """MAIL FROM: keep the sender (``"<>"`` for the null sender) and its parameters; always
+        ``250 2.1.0``.
+        """
         envelope.mail_from = address  # "<>" for the null sender (aiosmtpd needs it non-empty)
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        """RCPT TO: ``250 2.1.5`` and the recipient is kept; ``501 5.1.3`` for an address without
+        local part or domain, ``452 4.5.3`` past MAX_RECIPIENTS (Postfix sends the rest in
+        another transaction).
+        """
         if recipient_domain(address) is None:
             return "501 5.1.3 Syntax: RCPT TO:<user@domain>"
         if len(envelope.rcpt_tos) >= self.max_recipients:
@@ -103,6 +110,7 @@ class LMTPServer:
         return "\r\n".join(replies)
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """QUIT: ``221 2.0.0 Bye``."""
         return "221 2.0.0 Bye"
 
 
@@ -115,12 +123,15 @@ class MxsendLMTP(LMTP):
     line_length_limit = 1 << 20
 
     async def smtp_HELP(self, arg: str) -> None:
+        """HELP is not offered: ``500 5.5.2``."""
         await self.push("500 5.5.2 Command not recognized")
 
     async def smtp_VRFY(self, arg: str) -> None:
+        """VRFY is not offered: ``500 5.5.2`` (only Postfix talks to this socket)."""
         await self.push("500 5.5.2 Command not recognized")
 
     async def smtp_EXPN(self, arg: str) -> None:
+        """EXPN is not offered: ``500 5.5.2``."""
         await self.push("500 5.5.2 Command not recognized")
 
 
@@ -133,6 +144,9 @@ async def serve(server: LMTPServer, path: Path) -> asyncio.AbstractServer:
 
 
 async def main() -> None:
+    """relay-mxsend: read the settings and serve LMTP on ``paths.MXSEND_SOCKET`` for ever, with up
+    to 32 deliveries running at once in a thread pool.
+    """
     settings = settings_mod.from_environment()
     logs.setup("relay-mxsend", settings.log_level, settings.log_format)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command

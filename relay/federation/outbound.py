@@ -62,6 +62,10 @@ class DeliveryError(Exception):
 
 @dataclass(frozen=True)
 class Destination:
+    """Where mail for ``domain`` goes: its MX ``hosts`` (names or addresses, best preference first,
+    at most MAX_HOSTS) and whether the peers' certificates are ``verify``-ed against the host
+    name (not for ``_``-domains and IP literals, as the reference relay's relaxed client).
+    """
     domain: str
     hosts: tuple[str, ...]
     verify: bool   # check the peer's certificate against the host name
@@ -92,12 +96,16 @@ def as_reply(text: str, fallback: str) -> str:
 
 
 def smtp_reply(code: int, text: bytes | str) -> str:
+    """A reply ``code`` and text from smtplib as one LMTP reply line with an enhanced status code
+    (:func:`as_reply`); a 2xx or malformed reply becomes ``451 4.3.0 Unexpected reply``.
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return as_reply(f"{code} {clean(text)}", f"451 4.3.0 Unexpected reply {code}")
 
 
 def summary(replies: Replies) -> str:
+    """The reply codes of ``replies`` counted, for the log: e.g. ``"2x250, 1x550"``."""
     counts = Counter(r[:3] for r in replies.values())
     return ", ".join(f"{n}x{code}" for code, n in sorted(counts.items()))
 
@@ -118,6 +126,12 @@ def ip_literal(domain: str) -> str | None:
 
 
 def resolve(domain: str, resolver: dns.resolver.Resolver | None = None) -> Destination:
+    """Where to deliver mail for ``domain``: an IP literal is its own host; otherwise the MX records
+    (RFC 5321 §5.1: by preference, equal ones shuffled; no MX record: the domain itself). Raises
+    DeliveryError with the reply for every recipient: ``550 5.1.2`` for NXDOMAIN or a bad
+    literal, ``556 5.1.10`` for a null MX (RFC 7505), ``451 4.4.3`` when the lookup times out or
+    fails (DNS_LIFETIME seconds).
+    """
     if domain.startswith("["):
         address = ip_literal(domain)
         if address is None:
@@ -175,6 +189,7 @@ def mxdeliv_replies(status: int, marked: bool, body: bytes, recipients: list[str
 
 
 def http_host(host: str) -> str:
+    """``host`` as the host part of a URL: an IPv6 address in brackets (RFC 3986 §3.2.2)."""
     return f"[{host}]" if ":" in host else host
 
 
@@ -208,6 +223,13 @@ class HostFailed(Exception):
 
 def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
               recipients: list[str], data: bytes) -> Replies:
+    """Deliver over SMTP to ``host`` port 25 with STARTTLS required (certificate checked by
+    ``ctx``): BODY=8BITMIME, SMTPUTF8 and SIZE as the peer offers and the message needs. Returns
+    one LMTP reply per recipient (the peer's permanent refusals passed on, a success as ``250
+    2.0.0 Ok: delivered via smtp to <host>``); a recipient needing SMTPUTF8 at a peer without it
+    gets ``550 5.6.7``. Raises HostFailed when the host gave no usable answer (connection, TLS,
+    no STARTTLS, a temporary refusal of MAIL).
+    """
     where = f"{host} (smtp)"
     needs_utf8 = not (mail_from + "".join(recipients)).isascii()
     try:
@@ -251,6 +273,10 @@ def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
 
 @dataclass
 class Sender:
+    """Delivers one domain's recipients (relay-mxsend calls :meth:`deliver` in a thread per domain):
+    ``helo`` is our EHLO name, ``tls`` the client contexts; ``resolve``, ``post`` and ``smtp``
+    are the steps, replaceable in tests.
+    """
     helo: str
     tls: ClientContexts
     resolve: Callable[[str], Destination] = resolve
@@ -258,6 +284,12 @@ class Sender:
     smtp: Callable[..., Replies] = send_smtp
 
     def deliver(self, domain: str, mail_from: str, recipients: list[str], data: bytes) -> Replies:
+        """Deliver ``data`` from ``mail_from`` to ``recipients`` (all of ``domain``); returns one
+        LMTP reply line per recipient, never raises. Host after host (at most DOMAIN_BUDGET
+        seconds in all): HTTPS ``/mxdeliv`` first, SMTP when HTTPS gives no usable answer, the
+        next host when both fail; when none answers, ``451 4.4.1`` for every recipient so that
+        Postfix retries. Logs one line per path tried.
+        """
         try:
             dest = self.resolve(domain)
         except DeliveryError as exc:

@@ -27,6 +27,9 @@ TxtLookup = Callable[..., bytes | None]
 
 
 def from_domain(msg: Message) -> str | None:
+    """The domain of the single From: address, lower case, without a final dot (an IP literal keeps
+    its brackets: ``[192.0.2.1]``); None when there is not exactly one parsable From: address.
+    """
     addresses = from_addresses(msg)
     if not addresses or len(addresses) != 1 or "@" not in addresses[0]:
         return None

@@ -12,7 +12,8 @@ encrypted data packet (tag 18, SEIPD) that ends the stream. Packet framing
 follows RFC 4880 / RFC 9580 §4.2 (old and new formats, partial body lengths
 for the data packet). Nothing here decrypts anything: we only check shape.
 
-Every function returns False (never raises) for anything it does not like.
+Every function returns False (never raises) for anything it does not like;
+under test (relay.filter.guard.STRICT) an unexpected exception is raised.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import base64
 import binascii
 import re
 from email.message import Message
+
+from relay.filter import guard
 
 PKESK, SKESK, SEIPD = 1, 3, 18
 PKESK_VERSIONS = {3, 6}
@@ -34,6 +37,9 @@ _B64_LINE = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
 class Malformed(ValueError):
+    """The packet stream is not well-formed OpenPGP (RFC 9580 §4.2 framing); callers turn it into
+    "not encrypted".
+    """
     pass
 
 
@@ -233,5 +239,6 @@ def is_openpgp_mime(msg: Message, outgoing: bool) -> bool:
             return False
         data = dearmor(armored, allow_version=not outgoing)
         return data is not None and is_encrypted_stream(data)
-    except Exception:  # a malformed message is unencrypted, never an error
+    except Exception as exc:  # a malformed message is unencrypted, never an error
+        guard.unexpected(exc, "openpgp")  # re-raises under test
         return False

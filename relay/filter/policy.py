@@ -20,15 +20,20 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import Message
 from typing import cast
 
+from relay.filter import guard
 from relay.filter.openpgp import has_one_content_type, is_openpgp_mime
 
 
 @dataclass(frozen=True)
 class Reject:
+    """A refusal: SMTP reply ``code`` (e.g. 523) and ``text`` (e.g. "Encryption Needed: Invalid
+    Unencrypted Mail", the reference relay's exact text), sent during the transaction.
+    """
     code: int
     text: str
 
     def reply(self) -> str:
+        """The SMTP reply line, ``"<code> <text>"``."""
         return f"{self.code} {self.text}"
 
 
@@ -38,6 +43,9 @@ UNPARSABLE = Reject(554, "5.6.0 Message could not be parsed")
 
 
 def parse(data: bytes) -> Message:
+    """``data`` (a raw RFC 5322 message, CRLF or LF) as an email.message.Message, with the lenient
+    compat32 policy: malformed input gives defects, not exceptions.
+    """
     return message_from_bytes(data, policy=email_policy.compat32)
 
 
@@ -53,7 +61,8 @@ def from_addresses(msg: Message) -> list[str] | None:
         return None
     try:
         header = _HEADERS("From", str(values[0]))
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "From header")  # re-raises under test
         return None
     if header.defects:
         return None
@@ -80,6 +89,11 @@ def _single_text_part(msg: Message) -> str | None:
 
 
 def is_securejoin_request(msg: Message) -> bool:
+    """True for the first message of Delta Chat's Secure-Join handshake, which cannot be encrypted
+    yet (SPEC §3): exactly one ``Secure-Join: vc-request`` or ``vg-request`` header, and a
+    ``multipart/mixed`` body with a single ``text/plain`` part whose text is that same header
+    line.
+    """
     values = msg.get_all("Secure-Join") or []
     if len(values) != 1:
         return False
@@ -91,6 +105,10 @@ def is_securejoin_request(msg: Message) -> bool:
 
 
 def is_autocrypt_setup_to_self(msg: Message, mail_from: str, rcpt_tos: list[str]) -> bool:
+    """True for an Autocrypt Setup Message (Autocrypt Level 1: ``multipart/mixed``, Subject
+    ``Autocrypt Setup Message``) whose every recipient is the sender itself (SPEC §3, as the
+    reference relay's filtermail allows outgoing).
+    """
     if msg.get_content_type() != "multipart/mixed" or not msg.is_multipart():
         return False
     if str(msg.get("Subject", "")).strip() != "Autocrypt Setup Message":
@@ -99,6 +117,11 @@ def is_autocrypt_setup_to_self(msg: Message, mail_from: str, rcpt_tos: list[str]
 
 
 def is_mailer_daemon_report(msg: Message) -> bool:
+    """True for a delivery status report (RFC 6522 ``multipart/report;
+    report-type=delivery-status``, RFC 3464) from a single ``mailer-daemon@`` address with an
+    ``Auto-Submitted`` header other than ``no`` (RFC 3834): the incoming exception of SPEC §3, so
+    users learn about bounces.
+    """
     senders = from_addresses(msg)
     if not senders or len(senders) != 1:
         return False
@@ -118,7 +141,8 @@ def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
     """None when a submitted message may go on, else why not (``msg``: ``data`` parsed)."""
     try:
         msg = parse(data) if msg is None else msg
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "parse")  # re-raises under test
         return UNPARSABLE
     if from_addresses(msg) != [mail_from.lower()]:
         return BAD_FROM
@@ -134,7 +158,8 @@ def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes,
     """None when a message from another server may be delivered, else why not."""
     try:
         msg = parse(data) if msg is None else msg
-    except Exception:
+    except Exception as exc:
+        guard.unexpected(exc, "parse")  # re-raises under test
         return UNPARSABLE
     if is_openpgp_mime(msg, outgoing=False):
         return None

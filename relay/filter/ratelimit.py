@@ -7,6 +7,11 @@ from collections.abc import Callable
 
 
 class TokenBucket:
+    """Per-key token buckets: each key (a sender address) may take ``burst`` messages at once and
+    ``per_minute`` on average, refilled continuously. ``clock`` gives seconds (time.monotonic
+    unless a test injects one). The reference relay's filtermail uses GCRA with the same two
+    numbers; a refusal is a temporary 450 4.7.1.
+    """
     def __init__(self, per_minute: int, burst: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = per_minute / 60.0  # tokens per second
@@ -15,6 +20,10 @@ class TokenBucket:
         self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last update)
 
     def allow(self, key: str) -> bool:
+        """Take one token for ``key``: True when there was one (the message may go), False when the
+        bucket is empty (the attempt takes nothing). Past 10000 keys, the buckets that have
+        refilled are forgotten, so memory stays bounded.
+        """
         now = self.clock()
         tokens, last = self.buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)

@@ -28,7 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from relay import logs, paths
 from relay import settings as settings_mod
 from relay.filter import dkimverify as dkimcheck
-from relay.filter import headers, policy
+from relay.filter import guard, headers, policy
 from relay.filter.ratelimit import TokenBucket
 from relay.settings import Settings
 from relay.wire.unixsmtp import UnixSMTP
@@ -65,6 +65,11 @@ def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
 
 
 class Handler:
+    """aiosmtpd handler for one direction (``"outgoing"``: submitted mail, checked by
+    :func:`policy.check_outgoing` and rate-limited by ``limiter``; ``"incoming"``: mail from
+    other servers, checked by :func:`policy.check_incoming` and DKIM). Accepted messages are
+    reinjected into Postfix at ``reinject_path``.
+    """
     def __init__(self, direction: str, settings: Settings, limiter: TokenBucket | None,
                  reinject_path: Path) -> None:
         self.direction = direction
@@ -75,17 +80,26 @@ class Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        """RCPT TO: ``250 OK``, or ``452 4.5.3`` past MAX_RECIPIENTS (the rest comes in another
+        transaction).
+        """
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """End of DATA: the message's verdict as the SMTP reply. A refusal (523, 553, 554, DKIM
+        550/451, rate limit 450 4.7.1) is answered at once; an accepted message (outgoing: its
+        Subject replaced by ``[...]``, SPEC §3) is answered with Postfix's own reply to its
+        reinjection, so a 250 means it is queued on /data.
+        """
         data = envelope.original_content or b""
         loop = asyncio.get_running_loop()
         try:
             msg = policy.parse(data)  # parsed once, for every check below
-        except Exception:
+        except Exception as exc:
+            guard.unexpected(exc, "parse")  # re-raises under test
             return policy.UNPARSABLE.reply()
         verdict = self.check(envelope.mail_from or "", envelope.rcpt_tos, data, msg)
         if verdict is None and self.direction == "incoming":
@@ -105,6 +119,10 @@ class Handler:
 
 
 async def serve(handler: Handler, path: Path, settings: Settings) -> asyncio.AbstractServer:
+    """Listen on the UNIX socket ``path`` for Postfix's smtpd_proxy_filter connections (mode 0666:
+    the directory's group decides who may connect); body limit ``settings.body_limit`` bytes,
+    SMTPUTF8 accepted, data kept as bytes.
+    """
     path.unlink(missing_ok=True)
     loop = asyncio.get_running_loop()
     server = await loop.create_unix_server(
@@ -117,6 +135,7 @@ async def serve(handler: Handler, path: Path, settings: Settings) -> asyncio.Abs
 
 
 async def main() -> None:
+    """relay-filter: read the settings and serve the outgoing and incoming sockets for ever."""
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
     settings = settings_mod.from_environment()
     logs.setup("relay-filter", settings.log_level, settings.log_format)

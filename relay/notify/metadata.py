@@ -56,6 +56,11 @@ class CommitError(Exception):
 
 
 class MetadataService:
+    """The dict behind Dovecot's IMAP METADATA and new-mail events (see the module text): device
+    tokens in ``tokens``, new-mail notifications through ``notifier`` (None: none sent), the
+    server entries ``maxsmtprecipients``, ``irohrelay`` (when set) and ``turn`` (when TURN is on
+    and ``turn_secret`` is given).
+    """
     def __init__(self, settings: Settings, tokens: push.TokenStore,
                  notifier: push.Notifier | None, turn_secret: str = "") -> None:
         self.domain = settings.mail_domain
@@ -74,6 +79,10 @@ class MetadataService:
         return user
 
     def lookup(self, key: str, user: str) -> str | None:
+        """The value of one dict ``key`` for ``user``: a server entry (``turn`` credentials made
+        now, ``maxsmtprecipients``, ``irohrelay``), or for a user of this relay its device tokens
+        joined by spaces; None (no such entry) for anything else and for a user without tokens.
+        """
         match = SERVER_KEY.match(key)
         if match:
             name = match.group(1)
@@ -110,6 +119,10 @@ class MetadataService:
 
 @dataclass
 class Transaction:
+    """One open dict transaction of a connection: the ``user`` it is for, its ``ops`` as ``(op, key,
+    value)`` with op ``"set"`` or ``"unset"``, and ``failed``, the error text once a command in
+    it was refused (the commit then fails with it).
+    """
     user: str
     ops: list[tuple[str, str, str]] = field(default_factory=list)
     failed: str | None = None
@@ -183,10 +196,14 @@ class DictConnection:
 
 async def serve(service: MetadataService, reader: asyncio.StreamReader,
                 writer: asyncio.StreamWriter) -> None:
+    """Serve one Dovecot dict connection (METADATA or new-mail events) until it closes."""
     await serve_dict_lines(DictConnection(service).handle, reader, writer, log)
 
 
 async def main() -> None:
+    """relay-metadata: read the settings, restore the pending notifications from /data/push/queue,
+    then serve ``paths.METADATA_SOCKET`` and send notifications for ever.
+    """
     settings = settings_mod.from_environment()
     logs.setup("relay-metadata", settings.log_level, settings.log_format)
     tokens = push.TokenStore(paths.PUSH_TOKENS)

@@ -54,6 +54,7 @@ WORKERS = 4
 
 
 def valid_token(token: str) -> bool:
+    """True for a token we store: 1 to 4096 printable ASCII characters, no spaces."""
     return bool(TOKEN_RE.fullmatch(token))
 
 
@@ -77,6 +78,8 @@ def schedule(give_up_after: float = GIVE_UP_AFTER) -> list[float]:
 # --- device tokens -------------------------------------------------------------
 
 class TokenStore:
+    """The device tokens, one file per account below ``root``: lines ``<unix time> <token>``, at
+    most MAX_TOKENS, dropped TOKEN_MAX_AGE s after last stored; bad names: ValueError."""
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -119,6 +122,7 @@ class TokenStore:
         return [t for t, _ in sorted(fresh.items(), key=lambda item: item[1])]
 
     def add(self, address: str, token: str, now: float | None = None) -> None:
+        """Store or renew ``token`` at Unix time ``now``; ValueError for a bad token."""
         if not valid_token(token):
             raise ValueError("a device token is 1 to 4096 printable characters without spaces")
         now = int(time.time() if now is None else now)
@@ -129,6 +133,7 @@ class TokenStore:
         self._write(address, tokens)
 
     def remove(self, address: str, token: str) -> bool:
+        """Remove one token (the gateway said 410 Gone); True when it was there."""
         tokens = self._read(address)
         if tokens.pop(token, None) is None:
             return False
@@ -136,6 +141,7 @@ class TokenStore:
         return True
 
     def remove_all(self, address: str) -> None:
+        """Remove every token of ``address`` (SETMETADATA to NIL, or the account is gone)."""
         self._file(address).unlink(missing_ok=True)
 
 
@@ -143,6 +149,9 @@ class TokenStore:
 
 @dataclass
 class Pending:
+    """A notification the gateway has not accepted yet: ``key`` (:func:`pending_key`, its file
+    name), ``address``, ``token``, ``since`` (Unix time of the latest new message), the
+    ``failures`` so far, when it is ``due``; ``in_flight``/``again`` live in memory only."""
     key: str
     address: str
     token: str
@@ -153,11 +162,13 @@ class Pending:
     again: bool = False   # a new message arrived while a request was under way
 
     def to_json(self) -> str:
+        """The part that survives a restart, as JSON: address, token, since, failures."""
         return json.dumps({"address": self.address, "token": self.token,
                            "since": self.since, "failures": self.failures})
 
 
 def pending_key(address: str, token: str) -> str:
+    """The spool name for (``address``, ``token``): 40 hex digits of SHA-256 (one per token)."""
     return hashlib.sha256(f"{address}\0{token}".encode()).hexdigest()[:40]
 
 
@@ -168,6 +179,7 @@ class Spool:
         self.root = root
 
     def save(self, item: Pending) -> None:
+        """Write ``item`` to its file atomically (a dot-file, then rename; mode 0600)."""
         tmp = self.root / f".{item.key}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -175,9 +187,11 @@ class Spool:
         os.replace(tmp, self.root / item.key)
 
     def delete(self, item: Pending) -> None:
+        """Remove ``item``'s file (no error when it is already gone)."""
         (self.root / item.key).unlink(missing_ok=True)
 
     def load(self) -> list[Pending]:
+        """Every pending notification on file; half-written or unreadable files are deleted."""
         items = []
         for entry in os.scandir(self.root):
             path = Path(entry.path)
@@ -259,6 +273,8 @@ class Gateway:
 # --- the notifier ----------------------------------------------------------------
 
 class Notifier:
+    """Sends pending notifications: ``post`` (token -> HTTP status, blocking; ``workers`` threads),
+    ``spool`` (kept across restarts), ``clock`` (Unix s) and ``rng`` (jitter)."""
     def __init__(self, tokens: TokenStore, spool: Spool, post, workers: int = WORKERS,
                  clock=time.time, rng: random.Random | None = None) -> None:
         self.tokens = tokens
@@ -307,6 +323,9 @@ class Notifier:
         return count
 
     async def run(self) -> None:
+        """Send each notification when due, ``workers`` at once, for ever: 2xx done, 410 drops the
+        token, 408/429/5xx/network errors retry (:func:`retry_delay`) for GIVE_UP_AFTER s after
+        the last new message, other statuses drop it."""
         while True:
             now = self.clock()
             while self.heap and self.heap[0][0] <= now:

@@ -42,6 +42,10 @@ def host_for(domain: str) -> str | None:
 
 
 def metadata_value(domain: str, secret: str, now: float | None = None) -> str | None:
+    """The ``turn`` metadata entry ``<host>:3478:<username>:<password>`` with credentials valid for
+    TTL seconds from ``now`` (default the clock); None without a secret or for an IPv6 literal
+    domain (its colons would break the format).
+    """
     host = host_for(domain)
     if host is None or not secret:
         return None
@@ -73,6 +77,7 @@ def ensure_secret(path: Path, owner: str = "relaypush") -> str:
 
 
 def read_secret(path: Path) -> str:
+    """The TURN secret stored at ``path`` (stripped), or "" when the file does not exist."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:

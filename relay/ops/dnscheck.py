@@ -43,6 +43,10 @@ Resolve = Callable[[str, str], Answer]
 
 @dataclass
 class Result:
+    """The verdict on one expected record: owner ``name``, ``rtype``, ``status`` (ok, missing,
+    wrong, or error: the lookup failed, nothing is known), whether it is ``required``, the
+    ``expected`` values, what was ``found``, and a ``note`` for the operator.
+    """
     name: str
     rtype: str
     status: str                  # ok | missing | wrong | error
@@ -53,11 +57,17 @@ class Result:
 
     @property
     def failed(self) -> bool:
+        """True when this result should fail ``relayctl dns --check``: a wrong record, or a required
+        one missing or not looked up (an optional record that is missing is fine).
+        """
         if self.status == "wrong":
             return True
         return self.required and self.status in ("missing", "error")
 
     def line(self) -> str:
+        """One line for the operator: ``<status> <name> <type> <expected>`` (long values cut to 72
+        characters), what was found when wrong, and the note.
+        """
         label = self.status if self.required or self.status in ("ok", "wrong") else \
             f"{self.status} (optional)"
         text = f"{label:<18} {self.name} {self.rtype} {_short(' '.join(self.expected))}"
@@ -321,6 +331,9 @@ _CHECKS = {
 
 
 def summary(results: list[Result]) -> str:
+    """The closing line of ``relayctl dns --check``: the results counted by status (e.g. ``"9 ok, 1
+    missing, 2 optional missing"``) and whether anything must be published or fixed.
+    """
     counts: dict[str, int] = {}
     for r in results:
         key = r.status if r.required or r.status in ("ok", "wrong") else f"optional {r.status}"

@@ -30,6 +30,10 @@ def served_policy() -> str:
 
 
 def as_json(zone: Zone, results: list[Result] | None) -> str:
+    """``relayctl dns --json``: ``{"domain", "publishable", "records": [Record fields...],
+    "comments": [...]}``, and with a check ``"check": [Result fields + "failed"...]`` and
+    ``"ok"``; indented JSON text.
+    """
     data: dict = {
         "domain": zone.domain,
         "publishable": zone.publishable,
@@ -44,6 +48,12 @@ def as_json(zone: Zone, results: list[Result] | None) -> str:
 
 def run(settings: Settings, do_check: bool = False, json_output: bool = False,
         resolve: Resolve | None = None) -> int:
+    """``relayctl dns``: build the zone from the DKIM key, the served MTA-STS policy and the relay's
+    addresses, then print it as a zone file, or (``do_check``) each record's check and a summary,
+    or JSON. ``resolve`` replaces the real resolver (tests). Returns the exit status: 1 when a
+    required record is missing or wrong, or the relay has not made its DKIM key or policy yet; 0
+    otherwise.
+    """
     domain = settings.mail_domain
     if no_public_dns(domain):
         zone = records(settings, "", "", ())

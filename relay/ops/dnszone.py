@@ -73,11 +73,15 @@ class Record:
     ttl: int = TTL
 
     def line(self, width: int = 0) -> str:
+        """The record as a zone-file line, its name padded to ``width`` characters: ``<name> <ttl>
+        IN <type> <rdata>``.
+        """
         return f"{self.name:<{width}} {self.ttl} IN {self.rtype:<5} {self.rdata}"
 
 
 @dataclass(frozen=True)
 class Comment:
+    """A line of explanation in the zone (printed as a ``;`` comment), not a record."""
     text: str
 
 
@@ -86,6 +90,10 @@ Item = Record | Comment
 
 @dataclass(frozen=True)
 class Zone:
+    """What to publish for ``domain``: records and comments in ``items``, in print order;
+    ``publishable`` False for an IP literal or localhost (one comment, no records); ``addresses``
+    the relay's addresses the A/AAAA records name.
+    """
     domain: str                       # as configured, e.g. chat.example.org
     items: tuple[Item, ...] = ()
     publishable: bool = True          # False: IP literal or localhost, nothing to publish
@@ -93,14 +101,17 @@ class Zone:
 
     @property
     def records(self) -> list[Record]:
+        """The records of the zone, in order, without the comments."""
         return [item for item in self.items if isinstance(item, Record)]
 
     @property
     def comments(self) -> list[str]:
+        """The texts of the zone's comments, in order."""
         return [item.text for item in self.items if isinstance(item, Comment)]
 
 
 def absolute(name: str) -> str:
+    """``name`` as an absolute DNS name: lower case with one trailing dot."""
     return name.lower().rstrip(".") + "."
 
 
@@ -247,6 +258,9 @@ def _caa_records(origin: str, settings: Settings) -> list[Item]:
 
 
 def zone_text(zone: Zone) -> str:
+    """The zone in zone-file form (RFC 1035 §5): records with their names aligned, comments as ``;``
+    lines wrapped at 96 characters; ends with a newline.
+    """
     width = max((len(r.name) for r in zone.records), default=0)
     lines = []
     for item in zone.items:

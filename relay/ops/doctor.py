@@ -31,12 +31,16 @@ DEFAULT_PORT25_HOSTS = ("gmail-smtp-in.l.google.com", "mx.delta.chat")
 
 @dataclass
 class Check:
+    """One verdict of the doctor: the check's ``name``, ``verdict`` (ok, warn, fail or skip), what
+    was found (``detail``) and what to do about it (``advice``, shown unless ok).
+    """
     name: str
     verdict: str     # ok | warn | fail | skip
     detail: str
     advice: str = ""
 
     def line(self) -> str:
+        """The check as one line: ``"WARN reverse DNS: <detail> -> <advice>"``."""
         text = f"{self.verdict.upper():<4} {self.name}: {self.detail}"
         return text + (f" -> {self.advice}" if self.advice and self.verdict != "ok" else "")
 
@@ -49,10 +53,17 @@ def _resolver():
 
 
 def public_addresses(values: Settings) -> list[str]:
+    """The relay's public addresses: PUBLIC_ADDRESSES, or else the global addresses of the
+    container's interfaces (may be empty behind NAT).
+    """
     return list(values.public_addresses) or system.local_addresses()
 
 
 def check_resolver(values: Settings) -> Check:
+    """Does the container's resolver answer? ok when it answers for the mail domain (also NXDOMAIN
+    or no A record: it answered), fail on timeout or SERVFAIL, with advice about
+    /etc/resolv.conf.
+    """
     import dns.exception
     import dns.resolver
     domain = values.mail_domain
@@ -67,6 +78,10 @@ def check_resolver(values: Settings) -> Check:
 
 
 def check_forward_dns(values: Settings) -> Check:
+    """Do the mail domain's A/AAAA records name this relay? fail without records or when they name
+    other addresses only; warn when our own address is unknown; skip for a domain without DNS (IP
+    literal, localhost).
+    """
     domain = values.mail_domain
     if not dnszone.records(values, "", "", ()).publishable:
         return Check("forward DNS", "skip", f"{domain} has no DNS")
@@ -90,6 +105,10 @@ def check_forward_dns(values: Settings) -> Check:
 
 
 def check_reverse_dns(values: Settings) -> Check:
+    """Does each public address have a PTR record whose name resolves back to it (forward-confirmed
+    reverse DNS, which many receivers require)? warn otherwise, skip when no public address is
+    known.
+    """
     import dns.reversename
     addresses = public_addresses(values)
     if not addresses:
@@ -121,6 +140,9 @@ def check_reverse_dns(values: Settings) -> Check:
 
 
 def check_ipv6() -> Check:
+    """skip when the container has no IPv6, warn when it has IPv6 but no global IPv6 address, ok
+    with the addresses otherwise.
+    """
     v6 = [a for a in system.local_addresses() if ":" in a]
     if not system.ipv6_available():
         return Check("IPv6", "skip", "the container has no IPv6",
@@ -132,6 +154,10 @@ def check_ipv6() -> Check:
 
 
 def check_port25(hosts: list[str]) -> Check:
+    """Can this host reach other mail servers on port 25 (many providers block it)? Connects to each
+    of ``hosts`` (8 s timeout each) and reads its banner: ok when one greets with 220, fail
+    otherwise with each host's answer or error.
+    """
     reached: list[str] = []
     failed: list[str] = []
     for host in hosts:
@@ -148,6 +174,10 @@ def check_port25(hosts: list[str]) -> Check:
 
 
 def check_clock(url: str) -> Check:
+    """Compare our clock with the Date header of an HTTPS HEAD request to ``url`` (8 s timeout):
+    fail beyond CLOCK_SKEW_LIMIT seconds either way (TLS and DKIM need a right clock), skip when
+    the reference does not answer or sends no Date.
+    """
     try:
         req = urllib.request.Request(url, method="HEAD")
         ctx = __import__("ssl").create_default_context(cafile=str(paths.CA_BUNDLE)) \
@@ -166,6 +196,10 @@ def check_clock(url: str) -> Check:
 
 
 def check_headroom(values: Settings) -> list[Check]:
+    """Free space on /data and available memory against the limits below which new accounts stop
+    (CREATE_MIN_FREE_DISK, CREATE_MIN_FREE_MEMORY): fail below them, warn below twice them; two
+    checks, sizes in MiB.
+    """
     disk = system.free_disk(paths.DATA)
     mem = system.available_memory()
     out = []
@@ -185,6 +219,9 @@ def check_headroom(values: Settings) -> list[Check]:
 
 
 def check_certificate() -> Check:
+    """Does every TLS port serve the installed certificate? fail when none is installed or a port
+    serves another one (or none), naming the ports.
+    """
     expected = certwatch.installed_fingerprint()
     if expected is None:
         return Check("certificate served", "fail", "no certificate installed", "see the log of relay-certs")
@@ -196,6 +233,9 @@ def check_certificate() -> Check:
 
 
 def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
+    """Every check in report order. ``port25_hosts`` None skips the port 25 probe (start-up),
+    ``clock_url`` None skips the clock check.
+    """
     checks = [check_resolver(values), check_forward_dns(values), check_reverse_dns(values),
               check_ipv6()]
     checks.append(check_port25(port25_hosts) if port25_hosts else
@@ -209,6 +249,11 @@ def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str 
 
 
 def main(argv: list[str]) -> int:
+    """``relayctl doctor [--json] [--startup] [--port25-host HOST ...] [--clock-url URL]``: run the
+    checks and print one line each and a count (or JSON: a list of Check fields). With --startup
+    the lines are prefixed ``relay-doctor:`` and no other server is probed. Returns 1 when a
+    check failed, else 0.
+    """
     parser = argparse.ArgumentParser(prog="relayctl doctor")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--startup", action="store_true",

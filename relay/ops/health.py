@@ -25,6 +25,9 @@ PORTS = {"smtp": 25, "imap": 993, "https": 443}
 
 
 def smtp(host: str = "127.0.0.1", port: int = 25) -> str:
+    """Probe SMTP on ``host``:``port``: the banner must start with 220; returns it, raises
+    RuntimeError for another answer or OSError (TIMEOUT seconds) when nothing answers.
+    """
     with socket.create_connection((host, port), TIMEOUT) as sock:
         banner = sock.recv(512).decode("ascii", "replace")
         sock.sendall(b"QUIT\r\n")
@@ -34,6 +37,9 @@ def smtp(host: str = "127.0.0.1", port: int = 25) -> str:
 
 
 def imap(host: str = "127.0.0.1", port: int = 993) -> str:
+    """Probe IMAP over implicit TLS (certificate not checked): the greeting must start with
+    ``* OK``; returns it, raises RuntimeError or OSError/ssl.SSLError.
+    """
     with socket.create_connection((host, port), TIMEOUT) as raw:
         with client_context(verify=False).wrap_socket(raw) as sock:
             greeting = sock.recv(512).decode("ascii", "replace")
@@ -44,6 +50,9 @@ def imap(host: str = "127.0.0.1", port: int = 993) -> str:
 
 
 def https(host: str = "127.0.0.1", port: int = 443) -> str:
+    """Probe HTTPS (certificate not checked): ``HEAD /`` must get ``HTTP/1.1 200``; returns the
+    status line, raises RuntimeError or OSError/ssl.SSLError.
+    """
     with socket.create_connection((host, port), TIMEOUT) as raw:
         with client_context(verify=False).wrap_socket(raw) as sock:
             sock.sendall(b"HEAD / HTTP/1.0\r\nHost: localhost\r\n\r\n")
@@ -85,6 +94,9 @@ def listening_ports() -> set[int]:
 
 
 def recently_ok() -> bool:
+    """True when the full probes passed less than FULL_PROBE_INTERVAL seconds ago (the mtime of
+    LAST_OK) and the three ports still listen.
+    """
     try:
         age = time.time() - LAST_OK.stat().st_mtime
     except FileNotFoundError:
@@ -93,6 +105,10 @@ def recently_ok() -> bool:
 
 
 def main(full: bool = False) -> int:
+    """The health check: 0 and "healthy: ..." when every probe passes (or, unless ``full``, passed
+    within the last minute and the ports still listen), else 1 and "unhealthy: " with each failed
+    probe's reason.
+    """
     if not full and recently_ok():
         print("healthy: ports listen; protocols answered within the last minute")
         return 0

@@ -33,12 +33,18 @@ def show(data: dict, as_json: bool) -> None:
 # --- the subcommands ---------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``relayctl status [--json]``: services, accounts, queue, push, disk, certificate, DKIM and
+    health (:func:`relay.ops.status.status`); always 0.
+    """
     from relay.ops import status
     show(status.status(), args.json)
     return 0
 
 
 def cmd_accounts(args: argparse.Namespace) -> int:
+    """``relayctl accounts on|off``: switch the creation of new accounts (``paths.NOCREATE_FLAG``);
+    existing accounts keep working. Always 0.
+    """
     if args.switch == "off":
         paths.NOCREATE_FLAG.touch()
     else:
@@ -48,6 +54,9 @@ def cmd_accounts(args: argparse.Namespace) -> int:
 
 
 def cmd_dkim_record(args: argparse.Namespace) -> int:
+    """``relayctl dkim-record [--json]``: the DKIM TXT record to publish (``chatmail._domainkey``).
+    Raises subprocess.CalledProcessError before the key exists.
+    """
     if args.json:
         show({"name": f"{dkim.SELECTOR}._domainkey", "type": "TXT",
               "value": dkim.txt_record_value()}, True)
@@ -57,6 +66,7 @@ def cmd_dkim_record(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    """``relayctl health [--json]``: every protocol probe now; 1 when one fails."""
     if not args.json:
         return health.main(full=True)
     failures = health.check()
@@ -65,10 +75,14 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
+    """``relayctl expire``: one expiry run now (:func:`relay.store.expire.main`)."""
     return expire.main([])
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
+    """``relayctl certs [status|renew [--force]] [--json]``: the certificate state, or an ACME
+    renewal now (:func:`relay.certs.watch.renew`, 1 when it fails).
+    """
     from relay.certs import watch
     values = settings.from_environment()
     if args.action == "renew":
@@ -78,21 +92,31 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    """``relayctl backup > file.tar.gz``: the archive of /data on stdout
+    (:func:`relay.store.backup.main`).
+    """
     from relay.store import backup
     return backup.main(["backup"])
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    """``relayctl restore [--force] < file.tar.gz``: unpack an archive into /data (refused when it
+    already holds a relay, unless --force).
+    """
     from relay.store import backup
     return backup.main(["restore"] + (["--force"] if args.force else []))
 
 
 def cmd_dns(args: argparse.Namespace) -> int:
+    """``relayctl dns [--check] [--json]``: the records to publish and their check
+    (:func:`relay.ops.dnsreport.run`).
+    """
     from relay.ops import dnsreport
     return dnsreport.run(settings.from_environment(), do_check=args.check, json_output=args.json)
 
 
 def cmd_doctor(argv: list[str]) -> int:
+    """``relayctl doctor ...``: its own arguments are passed on (:func:`relay.ops.doctor.main`)."""
     from relay.ops import doctor
     return doctor.main(argv)
 

@@ -14,6 +14,9 @@ from relay.settings import Settings
 
 
 def services() -> dict[str, str]:
+    """supervisord's programs and their states, e.g. ``{"relay-auth": "RUNNING", ...}`` (empty when
+    supervisorctl does not answer).
+    """
     out = subprocess.run(["supervisorctl", "-c", "/etc/supervisor/supervisord.conf", "status"],
                          capture_output=True, text=True).stdout
     result = {}
@@ -25,11 +28,13 @@ def services() -> dict[str, str]:
 
 
 def queue_size() -> int:
+    """How many messages Postfix's queue holds (``postqueue -j``, one JSON line each)."""
     out = subprocess.run(["postqueue", "-j"], capture_output=True, text=True).stdout
     return sum(1 for line in out.splitlines() if line.strip())
 
 
 def count_files(directory: Path) -> int:
+    """How many entries ``directory`` holds, dot-files left out; 0 when it is missing."""
     try:
         return sum(1 for e in os.scandir(directory) if not e.name.startswith("."))
     except FileNotFoundError:
@@ -49,6 +54,9 @@ def dkim_published(values: Settings) -> str:
 
 
 def certificate_summary(values: Settings) -> dict:
+    """:func:`relay.certs.watch.status` with the per-port list folded into ``served_everywhere``
+    (bool) and, when false, ``not_served_on`` (the ports).
+    """
     from relay.certs import watch as certwatch
     info = certwatch.status(values)
     stale = sorted(k for k, v in info.pop("served").items() if v != "ok")

@@ -44,6 +44,10 @@ class SettingError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One environment variable: its ``name``, ``default`` text (None: required), the ``parse``
+    function (text -> value, raises ValueError for a value it refuses), the ``accepted`` values
+    and the ``doc`` text, both as the README table shows them.
+    """
     name: str
     default: str | None
     parse: Callable[[str], Any]

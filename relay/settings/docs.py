@@ -9,6 +9,9 @@ from relay.settings import SETTINGS
 
 
 def markdown_table() -> str:
+    """The README's settings table (Markdown): one row per setting with its name, default
+    (*(required)* when none), accepted values and meaning; ends with a newline.
+    """
     rows = ["| Variable | Default | Accepted values | Meaning |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = "*(required)*" if s.default is None else f"`{s.default}`"

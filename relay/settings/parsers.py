@@ -52,6 +52,9 @@ def parse_domain(text: str) -> str:
 
 
 def choice(*options: str) -> Callable[[str], str]:
+    """A parser for one of ``options`` (compared in lower case, surrounding space ignored); returns
+    the lower-case value, raises ValueError for any other.
+    """
     def parse(text: str) -> str:
         value = text.strip().lower()
         if value not in options:
@@ -62,6 +65,9 @@ def choice(*options: str) -> Callable[[str], str]:
 
 
 def integer(low: int, high: int) -> Callable[[str], int]:
+    """A parser for a whole decimal number from ``low`` to ``high`` (inclusive); raises ValueError
+    for signs, units, fractions and values out of range.
+    """
     def parse(text: str) -> int:
         if not re.match(r"^[0-9]+$", text.strip()):
             raise ValueError("not a whole number")
@@ -74,6 +80,9 @@ def integer(low: int, high: int) -> Callable[[str], int]:
 
 
 def number(low: float, high: float) -> Callable[[str], float]:
+    """A parser for a decimal number (``5``, ``0.5``) from ``low`` to ``high``; raises ValueError
+    otherwise.
+    """
     def parse(text: str) -> float:
         if not re.match(r"^[0-9]+(\.[0-9]+)?$", text.strip()):
             raise ValueError("not a number")
@@ -105,6 +114,9 @@ def size(low: int, high: int) -> Callable[[str], int]:
 
 
 def boolean(text: str) -> bool:
+    """``on/off``, ``true/false``, ``yes/no``, ``1/0`` (any case) as a bool; raises ValueError for
+    anything else.
+    """
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
@@ -114,6 +126,8 @@ def boolean(text: str) -> bool:
 
 
 def http_url(text: str) -> str:
+    """The text (stripped) when it is an http or https URL with a host; raises ValueError otherwise.
+    """
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("not an http(s) URL")
@@ -121,6 +135,7 @@ def http_url(text: str) -> str:
 
 
 def absolute_path_or_empty(text: str) -> str:
+    """The text (stripped) when it is empty or an absolute path; raises ValueError otherwise."""
     value = text.strip()
     if value and not value.startswith("/"):
         raise ValueError("not an absolute path")
@@ -128,6 +143,8 @@ def absolute_path_or_empty(text: str) -> str:
 
 
 def absolute_path(text: str) -> str:
+    """The text (stripped) when it is an absolute path; raises ValueError when empty or relative.
+    """
     value = absolute_path_or_empty(text)
     if not value:
         raise ValueError("empty")
@@ -147,6 +164,7 @@ def ip_list(text: str) -> tuple[str, ...]:
 
 
 def http_url_or_empty(text: str) -> str:
+    """An empty text as "", any other through :func:`http_url` (ValueError)."""
     return http_url(text) if text.strip() else ""
 
 
@@ -168,6 +186,9 @@ def port_range(low: int, high: int, most: int) -> Callable[[str], tuple[int, int
 
 
 def email_or_empty(text: str) -> str:
+    """The text (stripped) when it is empty or looks like ``local@domain.tld``; raises ValueError
+    otherwise. (Only a plausibility check: the address is used as a contact.)
+    """
     value = text.strip()
     if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
         raise ValueError("not an e-mail address")

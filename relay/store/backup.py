@@ -97,6 +97,11 @@ def restore(src: BinaryIO, root: Path = paths.DATA, force: bool = False) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """``relayctl backup`` / ``relayctl restore [--force]`` (``argv[0]`` names which): the archive
+    goes to stdout or comes from stdin, a count to stderr. Returns 0, 1 when it failed (the
+    reason on stderr: an I/O error, a damaged archive, a /data that already holds a relay), 2
+    when stdout is a terminal.
+    """
     command = argv[0]
     try:
         if command == "backup":

@@ -49,6 +49,9 @@ MAILDIR_SUBDIRS = ("new", "cur")
 
 @dataclass
 class Report:
+    """What one expiry pass did: counts of accounts, mailboxes, messages (by age, and over quota)
+    and push-token files deleted, messages kept, and the paths it could not delete (``errors``).
+    """
     accounts_deleted: int = 0
     mailboxes_deleted: int = 0
     messages_deleted: int = 0
@@ -72,6 +75,12 @@ def _maildirs(home: Path):
 
 def expire_messages(home: Path, now: float, max_age: float, large_age: float,
                     quota: int, report: Report) -> None:
+    """Delete the messages of one mailbox (``home``, all its Maildir++ folders) older than
+    ``max_age`` seconds, or larger than 200 kB and older than ``large_age``, at Unix time
+    ``now``; then, when what is left exceeds 75 % of ``quota`` bytes, the oldest messages (none
+    younger than a day) until at most 70 % is used. Counts go to ``report``; files that vanish
+    meanwhile are skipped.
+    """
     kept: list[tuple[float, int, str]] = []  # (mtime, size, path) of what stays
     for folder in _maildirs(home):
         for sub in MAILDIR_SUBDIRS:
@@ -196,6 +205,10 @@ def run_once(settings: Settings, now: float | None = None, accounts_root: Path =
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python3 -m relay.store.expire [--loop]`` (relay-expire, relayctl expire): one pass
+    (:func:`run_once`) and a summary log line, or with --loop a pass every hour for ever. Returns
+    1 when something could not be deleted, else 0.
+    """
     parser = argparse.ArgumentParser(prog="relay.store.expire")
     parser.add_argument("--loop", action="store_true", help="run a pass every hour")
     args = parser.parse_args(argv)

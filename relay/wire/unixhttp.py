@@ -11,9 +11,13 @@ from pathlib import Path
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A threaded HTTP server on a UNIX socket (one thread per connection, daemon threads)."""
     daemon_threads = True
 
     def get_request(self):
+        """Accept a connection; its client address is ``("-", 0)``, since a UNIX socket has none
+        (nginx knows the client's address; we do not keep it).
+        """
         request, _ = super().get_request()
         return request, ("-", 0)  # no client address on a UNIX socket (nginx knows it)
 

@@ -1,5 +1,8 @@
 """Property tests of the encryption filter (hypothesis, bounded: a few seconds in all).
 
+They run with relay.filter.guard.STRICT on (tests/unit/conftest.py): an exception in
+our own code fails them instead of passing as one more refusal.
+
 * nothing raises, whatever the bytes;
 * random bytes and mutated cleartext messages are never accepted;
 * a mutated encrypted message is accepted only if it still is OpenPGP/MIME, judged
@@ -15,6 +18,7 @@ from hypothesis import event, given, strategies as st
 
 import corpus_tools as ct
 from fuzzing import FUZZ
+from relay.filter import guard
 from relay.filter import openpgp
 from relay.filter import policy
 from relay.filter.policy import check_incoming, check_outgoing
@@ -97,6 +101,10 @@ def oracle_from_ok(data: bytes, mail_from: str) -> bool:
     values = email.message_from_bytes(data).get_all("From") or []
     addresses = email.utils.getaddresses([str(v) for v in values])
     return len(values) == 1 and [a.lower() for _, a in addresses if a] == [mail_from.lower()]
+
+
+def test_fuzzers_run_with_the_filter_strict():
+    assert guard.STRICT is True
 
 
 def test_oracle_agrees_with_the_manifest():

@@ -87,3 +87,26 @@ def test_every_program_is_found_by_its_name():
             else list(mods[module].parent.glob("*.py"))
         assert any(f'"{program}"' in f.read_text() for f in files), \
             f"{module} does not log as {program}"
+
+
+def public_definitions(tree: ast.Module, prefix: str = ""):
+    """(qualified name, node) of every public class, function and method of a module:
+    names without a leading underscore, at module level or in a public class (functions
+    inside functions are not public)."""
+    for node in tree.body if isinstance(tree, ast.Module) else tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name.startswith("_"):
+                continue
+            yield prefix + node.name, node
+            if isinstance(node, ast.ClassDef):
+                yield from public_definitions(node, f"{prefix}{node.name}.")
+
+
+def test_every_public_definition_has_a_docstring():
+    """GUIDE: public functions have docstrings (shapes, units, errors, the RFC or
+    reference-relay source of a rule). This keeps it true."""
+    missing = [f"{name}.{qualname} (line {node.lineno})"
+               for name, path in modules().items()
+               for qualname, node in public_definitions(ast.parse(path.read_text()))
+               if not (ast.get_docstring(node) or "").strip()]
+    assert not missing, f"{len(missing)} public definitions without a docstring: {missing}"
