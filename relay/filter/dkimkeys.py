@@ -29,7 +29,8 @@ TxtLookup = Callable[[str, float], list[bytes]]
 MAX_RECORDS = 10  # TXT records looked at per name; more is a misconfigured zone
 
 _TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*\Z")
-_TAG_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:[ \t\r\n]+[\x21-\x3a\x3c-\x7e]+)*\Z")
+# VALCHAR (RFC 6376 §3.2), plus UTF-8 octets (internationalized mail, RFC 8616).
+_TAG_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e\x80-\xff]+(?:[ \t\r\n]+[\x21-\x3a\x3c-\x7e\x80-\xff]+)*\Z")
 _FWS = b" \t\r\n"
 
 
