@@ -55,8 +55,8 @@ the first aligned signature; no DKIM-Signature at all gives "No DKIM signature f
 (the reference relay's text, which tools look for).
 
 Where the reference relay (filtermail 0.7.4 on viadkim) differs: it answers every DNS
-failure with a permanent 554 (no 4xx), seems to accept l= partial-body signatures,
-counts t=y keys and answers 554 rather than 550.
+failure with a permanent 554 (no 4xx), seems to accept l= partial-body signatures (by
+viadkim's defaults), and answers 554 rather than 550.
 """
 
 from __future__ import annotations
