@@ -84,6 +84,7 @@ class KeyRecord:
 
     @property
     def revoked(self) -> bool:
+        """An empty p= (RFC 6376 §3.6.1): the domain has withdrawn this key."""
         return not self.public_key
 
     def for_dkimpy(self) -> bytes:

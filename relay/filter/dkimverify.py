@@ -71,7 +71,7 @@ from email.message import Message
 import dkim
 from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 
-from relay.filter import dkimkeys
+from relay.filter import dkimkeys, guard
 from relay.filter.dkimkeys import KeyRecord, TemporaryLookupError, TxtLookup, colon_list
 from relay.filter.policy import Reject, from_addresses, parse
 
@@ -133,6 +133,7 @@ class Signature:
 
     @property
     def key_name(self) -> str:
+        """The absolute DNS name of its key record, ``<s>._domainkey.<d>.`` (RFC 6376 §3.6.2.1)."""
         return f"{self.selector}._domainkey.{self.domain}."
 
 
@@ -258,8 +259,11 @@ def crypto_check(verifier: dkim.DKIM, sig: Signature, record: KeyRecord) -> str 
         return f"key syntax error ({exc})"
     except dkim.ValidationError as exc:
         return "body hash did not verify" if "body hash" in str(exc) else f"{exc}"
-    except (dkim.DKIMException, binascii.Error, ValueError, TypeError) as exc:
+    except (dkim.DKIMException, binascii.Error, ValueError) as exc:  # hostile input
         return f"signature did not verify ({type(exc).__name__})"
+    except Exception as exc:
+        guard.unexpected(exc, "DKIM verification")  # re-raises under test
+        return "signature did not verify"
     if ok:
         return None
     return f"key syntax error ({notes.errors[0]})" if notes.errors else "signature did not verify"

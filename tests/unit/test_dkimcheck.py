@@ -10,9 +10,12 @@ import logging
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import dkimsign
 from dkimsign import ed25519_key, rsa_key
+from fuzzing import FUZZ
 from relay.filter import dkimverify as dkimcheck
 from relay.filter.dkimkeys import TemporaryLookupError
 
@@ -322,3 +325,21 @@ def test_ip_literal_sender_exempt():
 def test_needs_exactly_one_from(header):
     msg = header + b"To: bob@relay.example\r\n\r\nbody\r\n"
     assert verdict(msg, {}) == dkimcheck.NO_FROM
+
+
+# --- hostile input: every signature header and key record gets an answer, no exception -----
+
+TAG_TEXT = st.lists(st.sampled_from(
+    [b"v=1", b"v=DKIM1", b"a=rsa-sha256", b"a=ed25519-sha256", b"a=rsa-sha1", b"d=sender.example",
+     b"s=s1", b"h=from:to", b"h=", b"bh=AAAA", b"b=AAAA", b"b=", b"l=3", b"l=99999999999999999",
+     b"i=@sender.example", b"t=1", b"x=2", b"c=relaxed", b"q=dns/txt", b"k=rsa", b"k=ed25519",
+     b"p=", b"p=AAAA", b"p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC", b"t=y:s", b"s=email",
+     b"\xff\xfe", b"=", b";", b" \r\n "]), max_size=12).map(b"; ".join)
+
+
+@FUZZ
+@given(signature=TAG_TEXT | st.binary(max_size=200), key=TAG_TEXT | st.binary(max_size=200))
+def test_any_signature_and_key_record_get_an_answer(signature, key):
+    header = b"DKIM-Signature: " + signature.replace(b"\r\n", b"\r\n ") + b"\r\n"
+    reject = verdict(header + MSG, {NAME: [key]})  # guard.STRICT: our own errors raise
+    assert reject is not None and reject.code == 550
