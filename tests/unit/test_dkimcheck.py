@@ -241,6 +241,8 @@ def test_key_split_into_strings_with_white_space(keys):
 
 def test_bad_key_material_refused(keys):
     refused_because(verdict(sign(keys), {NAME: [b"v=DKIM1; p=not*base64"]}), "key syntax error")
+    garbage = b"v=DKIM1; p=" + base64.b64encode(b"not a DER public key at all")
+    refused_because(verdict(sign(keys), {NAME: [garbage]}), "key syntax error (p= does not parse)")
     short_ed = b"k=ed25519; p=" + base64.b64encode(b"x" * 31)
     refused_because(verdict(sign(keys, kind="ed25519"), {NAME: [short_ed]}), "32 octets")
 
