@@ -79,7 +79,7 @@ def test_no_or_bad_dkim_signature_is_403(fed, bob):
     sender = f"someone@{fed.a.domain}"
     body = encrypted(sender, bob["email"])
     assert_answer(post_mxdeliv(fed.b, body, [sender], [bob["email"]]), 403,
-                  "No valid DKIM signature")
+                  "No DKIM signature found")
     # Signed for relay-a.test with the right selector, but not with relay A's key.
     forged_key = rsa_key()
     forged = dkim_sign(body, fed.a.domain, "chatmail", forged_key)

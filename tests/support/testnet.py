@@ -40,6 +40,7 @@ class TestNet:
         self.containers: list[str] = []
         self.relays: list[Relay] = []
         self.zones: dict[str, list[str]] = {}
+        self.unserved_zones: list[str] = []
         self.serial = 1
         self.prefix = self._create_network()
 
@@ -98,6 +99,17 @@ class TestNet:
             wait_for(lambda: self.query(domain, "SOA", field=2) == [str(serial)], 30, 0.3,
                      f"NSD serves the new {domain} zone")
 
+    def add_unserved_zone(self, domain: str) -> None:
+        """A zone NSD is a secondary for but holds no data of (its primary, an address where
+        nothing listens, never answers): NSD answers SERVFAIL for every name in it, as an
+        authoritative server that lost its zone does, and resolvers pass that on."""
+        self.unserved_zones.append(domain)
+        if (self.dir / "zones").exists():
+            self._write_zones()
+            docker("restart", "-t", "2", f"{self.name}-dns")
+            wait_for(lambda: self.query("ns.test", "A") == [self.ip(DNS_HOST)], 30, 0.3,
+                     "NSD answers again")
+
     def _write_zones(self) -> int:
         self.serial += 1
         zones = dict(self.zones)
@@ -113,6 +125,9 @@ class TestNet:
                      f"{domain}. IN SOA ns.test. hostmaster.test. {self.serial} 60 60 600 60",
                      f"{domain}. IN NS ns.test.", *records]
             (self.dir / "zones" / f"{domain}.zone").write_text("\n".join(lines) + "\n")
+        for domain in self.unserved_zones:
+            conf += ["zone:", f'  name: "{domain}"', f"  request-xfr: {self.ip(254)} NOKEY",
+                     f"  allow-notify: {self.ip(254)} NOKEY"]
         (self.dir / "zones" / "nsd.conf").write_text("\n".join(conf) + "\n")
         return self.serial
 
