@@ -229,12 +229,21 @@ def commit(stage: Stage, plan: Plan, settings: Settings) -> str:
     return reload_signing(settings)
 
 
+class Stopped(Exception):
+    """The import failed while moving accounts into place: what was moved stays (and
+    works); running the same import again merges the rest."""
+
+
 def run(src: BinaryIO | Path, settings: Settings, dry_run: bool = False,
         skip_conflicts: bool = False) -> tuple[Plan, str]:
     """Import an archive; returns the plan and what happened to DKIM signing. Raises
-    Refused (nothing changed) when the archive cannot be imported."""
+    Refused (nothing changed) when the archive cannot be imported, Stopped when moving
+    it into place failed halfway (e.g. the disk filled up)."""
     from relay.boot import datadir
-    datadir.prepare()  # also before the relay's first start (docker compose run)
+    try:
+        datadir.prepare()  # also before the relay's first start (docker compose run)
+    except datadir.LayoutError as exc:
+        raise Refused(str(exc)) from None
     with open(LOCK, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,14 +251,19 @@ def run(src: BinaryIO | Path, settings: Settings, dry_run: bool = False,
             raise Refused("another import is running") from None
         shutil.rmtree(STAGE, ignore_errors=True)  # left by an import that was killed
         try:
-            stage = unpack(src, STAGE, settings.mail_domain)
-            plan = make_plan(stage, skip_conflicts)
-            signing = "dry run: nothing changed" if dry_run else commit(stage, plan, settings)
-        except OSError as exc:
-            raise Refused(f"{exc} (nothing was changed)") from None
+            try:
+                stage = unpack(src, STAGE, settings.mail_domain)
+                plan = make_plan(stage, skip_conflicts)
+            except OSError as exc:  # e.g. no space left for the stage
+                raise Refused(str(exc)) from None
+            if dry_run:
+                return plan, "dry run: nothing changed"
+            try:
+                return plan, commit(stage, plan, settings)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise Stopped(str(exc)) from None
         finally:
             shutil.rmtree(STAGE, ignore_errors=True)
-    return plan, signing
 
 
 def report_lines(plan: Plan, signing: str) -> list[str]:
@@ -287,6 +301,12 @@ def main(archive: str, settings: Settings, dry_run: bool, skip_conflicts: bool,
         if as_json:
             print(json.dumps({"imported": False, "refused": str(exc)}, indent=2))
         print(f"relayctl import-relay: refused, nothing changed: {exc}", file=sys.stderr)
+        return 1
+    except Stopped as exc:
+        if as_json:
+            print(json.dumps({"imported": False, "stopped": str(exc)}, indent=2))
+        print(f"relayctl import-relay: stopped halfway: {exc}; the accounts moved in so far "
+              "work; run the same import again to finish (it merges)", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps({"imported": not dry_run, "dry_run": dry_run, **asdict(plan),

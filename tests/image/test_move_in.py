@@ -39,26 +39,33 @@ RELAY_HOST, CLIENT_A, CLIENT_B = 10, 21, 22
 
 
 class Net:
-    """A docker network of our own with fixed addresses."""
+    """A docker network of our own with fixed IPv4 and IPv6 (ULA) addresses."""
 
     def __init__(self) -> None:
         self.name = f"relaytest-move-{secrets.token_hex(3)}"
         self.containers: list[str] = []
+        last = ""
         for _ in range(8):
             self.prefix = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
-            if docker("network", "create", "--subnet", f"{self.prefix}.0/24", self.name,
-                      check=False).returncode == 0:
+            self.prefix6 = f"fd{secrets.token_hex(1)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}:1"
+            done = docker("network", "create", "--ipv6", "--subnet", f"{self.prefix}.0/24",
+                          "--subnet", f"{self.prefix6}::/64", self.name, check=False)
+            if done.returncode == 0:
                 return
-        raise RuntimeError("cannot create a test network")
+            last = done.stderr
+        raise RuntimeError(f"cannot create a test network: {last}")
 
     def ip(self, host: int) -> str:
         return f"{self.prefix}.{host}"
+
+    def ip6(self, host: int) -> str:
+        return f"{self.prefix6}::{host:x}"
 
     def idle_container(self, role: str, host: int) -> str:
         """A container of the relay image that only sleeps: a namespace and a shell."""
         name = f"{self.name}-{role}"
         docker("run", "-d", "--name", name, "--network", self.name, "--ip", self.ip(host),
-               "--cap-drop", "ALL", IMAGE, "sleep", "infinity")
+               "--ip6", self.ip6(host), "--cap-drop", "ALL", IMAGE, "sleep", "infinity")
         self.containers.append(name)
         return name
 
@@ -341,16 +348,16 @@ def clients(net):
     return net.idle_container("client-a", CLIENT_A), net.idle_container("client-b", CLIENT_B)
 
 
-def test_each_client_address_has_its_own_account_creation_limit(host_relay, clients):
+def test_each_client_address_has_its_own_account_creation_limit(host_relay, clients, net):
     _, host = host_relay
     a, b = clients
     # NEW_ACCOUNTS_PER_MINUTE=1 with nginx's burst of 10: the 12th request within the
     # minute from one address is refused ...
     codes = run_in(a, NEW_ACCOUNT, host, "12", DOMAIN).split()
     assert codes[:11] == ["200"] * 11 and codes[11] == "429", codes
-    # ... and a client at another address is not held back by it (behind published
-    # ports both would come from the gateway and share one limit)
-    assert run_in(b, NEW_ACCOUNT, host, "1", DOMAIN).split() == ["200"]
+    # ... and a client at another address (here over IPv6) is not held back by it (behind
+    # published ports both would come from the gateway and share one limit)
+    assert run_in(b, NEW_ACCOUNT, f"[{net.ip6(RELAY_HOST)}]", "1", DOMAIN).split() == ["200"]
 
 
 def doctor_check(container: str) -> dict:
@@ -358,10 +365,11 @@ def doctor_check(container: str) -> dict:
     return json.loads(done.stdout)[0]
 
 
-def test_doctor_sees_clients_with_their_own_addresses(host_relay, clients):
+def test_doctor_sees_clients_with_their_own_addresses(host_relay, clients, net):
     container, host = host_relay
-    for client in clients:
-        run_in(client, HOLD_IMAP, host, "60", detach=True)
+    a, b = clients
+    run_in(a, HOLD_IMAP, host, "60", detach=True)
+    run_in(b, HOLD_IMAP, net.ip6(RELAY_HOST), "60", detach=True)
 
     def counted():
         check = doctor_check(container)
@@ -369,7 +377,7 @@ def test_doctor_sees_clients_with_their_own_addresses(host_relay, clients):
         return check if connections >= 6 else None
     check = wait_for(counted, 30, 0.5, "six held IMAP connections counted")
     assert check["verdict"] == "ok", check
-    assert "from 2 addresses" in check["detail"] or "addresses, 0 from" in check["detail"]
+    assert "from 2 addresses, 0 from a gateway" in check["detail"], check
 
 
 def test_doctor_warns_behind_published_ports(relay):
