@@ -116,6 +116,8 @@ def cmd_dns(args: argparse.Namespace) -> int:
 
 
 def cmd_import_relay(args: argparse.Namespace) -> int:
+    """``relayctl import-relay [ARCHIVE|-] [--dry-run] [--skip-conflicts] [--json]``: move in a
+    reference relay (relay.store.importrelay); 0 imported, 1 refused or stopped."""
     from relay.store import importrelay
     return importrelay.main(args.archive, settings.from_environment(), args.dry_run,
                             args.skip_conflicts, args.json)

@@ -54,6 +54,7 @@ class Stage:
     other_members: int = 0
 
     def maildir(self, address: str) -> Path:
+        """Where the account's Maildir is staged (``<stage>/mail/<address>/Maildir``)."""
         return self.root / "mail" / address / "Maildir"
 
 
