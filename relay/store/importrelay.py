@@ -188,10 +188,28 @@ def _commit_account(stage: Stage, plan: Plan, address: str, merge: bool) -> None
     os.utime(target, (last_login, last_login))
     importmerge.move_maildir(stage.maildir(address), paths.MAIL / address)
     if account.tokens:
-        store = push.TokenStore(paths.PUSH_TOKENS)
-        for token, stamp in sorted(account.tokens.items(), key=lambda item: item[1]):
-            store.add(address, token, now=stamp)
-        _chown_tree(paths.PUSH_TOKENS / address, "relaypush")
+        target = paths.PUSH_TOKENS / address
+        _write_file(target, token_lines(account.tokens, target), "relaypush")
+
+
+def token_lines(tokens: dict[str, int], existing: Path, now: float | None = None) -> str:
+    """The push-token file (relay.notify.push.TokenStore's form: ``<unix time> <token>``
+    per line, oldest first) holding ``tokens`` merged with those already in ``existing``
+    (the later time wins), without invalid or stale ones, at most MAX_TOKENS."""
+    now = time.time() if now is None else now
+    merged: dict[str, int] = {}
+    try:
+        for line in existing.read_text().splitlines():
+            text, _, token = line.partition(" ")
+            if text.isdigit():
+                merged[token] = int(text)
+    except FileNotFoundError:
+        pass
+    for token, stamp in tokens.items():
+        merged[token] = max(stamp, merged.get(token, 0))
+    fresh = sorted(((s, t) for t, s in merged.items()
+                    if push.valid_token(t) and now - s <= push.TOKEN_MAX_AGE))
+    return "".join(f"{s} {t}\n" for s, t in fresh[-push.MAX_TOKENS:])
 
 
 def _commit_dkim(stage: Stage, plan: Plan) -> None:

@@ -15,7 +15,7 @@ Facts relied on, read in chatmail/relay at commit 48ad92bf (2026-08-20; also
   UIDVALIDITY: kept, so clients do not fetch everything again), ``dovecot-keywords``,
   ``dovecot-uidvalidity*``, ``subscriptions``, and caches we leave behind (index
   files, ``maildirsize`` of the maildir quota backend, ``dovecot.lda-dupes``).
-  Since 2024-07-05 (commit 733b9604: ``mail_plugins = zlib``, ``zlib_save = gz``)
+  Since 2024-07-04 (commit 733b9604: ``mail_plugins = zlib``, ``zlib_save = gz``)
   messages are stored gzip-compressed; older ones are plain. Our Dovecot loads
   the zlib plugin, which reads both.
 * ``password``: one line ``{SHA512-CRYPT}$6$...`` (``doveauth.py``

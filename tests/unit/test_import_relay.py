@@ -240,3 +240,19 @@ def test_merging_adds_only_what_is_missing_and_keeps_what_is_here(tmp_path, as_v
 def test_an_account_without_mail_needs_no_maildir(tmp_path, as_vmail):
     assert importmerge.move_maildir(tmp_path / "absent", tmp_path / "home") == 0
     assert not (tmp_path / "home").exists()
+
+
+def test_imported_push_tokens_are_read_back_by_the_token_store(tmp_path):
+    from relay.notify import push
+    existing = tmp_path / "a1@chat.example.org"
+    existing.write_text(f"{NOW - 100} openpgp:here\n{NOW - 50} openpgp:both\n")
+    text = importrelay.token_lines({"openpgp:both": NOW - 200, "openpgp:there": NOW - 10,
+                                    "bad token": NOW, "openpgp:stale": NOW - 91 * 86400},
+                                   existing, now=NOW)
+    existing.write_text(text)
+    store = push.TokenStore(tmp_path)
+    assert store.tokens("a1@chat.example.org", now=NOW) == [
+        "openpgp:here", "openpgp:both", "openpgp:there"]
+    many = {f"openpgp:{i}": NOW - 1000 + i for i in range(40)}
+    assert len(importrelay.token_lines(many, tmp_path / "none", now=NOW).splitlines()) == \
+        push.MAX_TOKENS
