@@ -19,8 +19,10 @@ ARCHIVE is a tar (optionally compressed) of the old host's ``/home/vmail/mail`` 
    tokens), install the key and the selector, and if the relay is running,
    have OpenDKIM sign with them at once.
 
-Exit status 0 when imported (or, with ``--dry-run``, importable), 1 when refused:
-then nothing in /data was changed.
+Exit status 0 when imported (or, with ``--dry-run``, importable); 1 when refused
+(then nothing in /data was changed) or stopped halfway while moving into place
+(what moved stays and works; the same import again merges the rest); 2 when stdin
+is a terminal.
 """
 
 from __future__ import annotations
