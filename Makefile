@@ -85,7 +85,7 @@ bench: venv image  ## measurements, written to bench/results.json (not part of m
 	$(MAKE) image DOVECOT=stock IMAGE=chatmail-relay:stock
 	$(VENV)/bin/python bench/run.py
 
-docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings/
+docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings/ (and compose.host.yaml from compose.yaml)
 	python3 -m relay.settings --write-docs .
 
 clean:

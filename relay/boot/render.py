@@ -44,6 +44,25 @@ def template_names(templates: Path = paths.CONFIG_TEMPLATES) -> list[str]:
         str(p.relative_to(templates)) for p in templates.rglob("*") if p.is_file())
 
 
+def render_one(name: str, context: dict[str, Any], root: Path = Path("/"),
+               templates: Path = paths.CONFIG_TEMPLATES,
+               env: jinja2.Environment | None = None) -> Path:
+    """Render (or copy) one template, e.g. ``etc/opendkim.conf.j2``, below ``root``;
+    the file written (mode 0644, replaced atomically)."""
+    if name.endswith(".j2"):
+        text = (env or environment(templates)).get_template(name).render(**context)
+        target = root / name[:-3]
+    else:
+        text = (templates / name).read_text()
+        target = root / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    return target
+
+
 def render_all(context: dict[str, Any], root: Path = Path("/"),
                templates: Path = paths.CONFIG_TEMPLATES) -> list[Path]:
     """Write every template below ``templates`` to the path it mirrors under ``root`` (``.j2`` files
@@ -51,21 +70,7 @@ def render_all(context: dict[str, Any], root: Path = Path("/"),
     written. Raises jinja2.UndefinedError for a variable ``context`` lacks.
     """
     env = environment(templates)
-    written = []
-    for name in template_names(templates):
-        if name.endswith(".j2"):
-            text = env.get_template(name).render(**context)
-            target = root / name[:-3]
-        else:
-            text = (templates / name).read_text()
-            target = root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-        written.append(target)
-    return written
+    return [render_one(name, context, root, templates, env) for name in template_names(templates)]
 
 
 def link_all(rendered: Path = paths.RENDERED, root: Path = Path("/"),

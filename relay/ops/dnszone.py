@@ -216,7 +216,7 @@ def _mail_records(origin: str, dkim_value: str, mta_sts_policy: str) -> list[Ite
         Comment("Mail exchanger and sender policies"),
         Record(origin, "MX", f"10 {origin}", "mx", origin),
         Record(origin, "TXT", txt_rdata(SPF), "spf", SPF),
-        Record(f"{dkim.SELECTOR}._domainkey.{origin}", "TXT", txt_rdata(dkim_value), "dkim",
+        Record(f"{dkim.selector()}._domainkey.{origin}", "TXT", txt_rdata(dkim_value), "dkim",
                dkim_value),
         Record(f"_dmarc.{origin}", "TXT", txt_rdata(DMARC), "dmarc", DMARC),
         Comment("MTA-STS: the id changes whenever the policy does"),

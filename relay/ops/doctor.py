@@ -232,6 +232,27 @@ def check_certificate() -> Check:
     return Check("certificate served", "ok", f"on all {len(certwatch.ENDPOINTS)} endpoints")
 
 
+def check_client_addresses() -> Check:
+    """Do clients arrive with their own addresses, or all from the Docker gateway?"""
+    from relay.ops import clientaddr
+    now = clientaddr.census()
+    name = "client addresses"
+    if not now.connections:
+        return Check(name, "skip", "no client connections at the moment")
+    if now.collapsed:
+        return Check(name, "warn", f"{now.from_gateway} of {now.connections} client connections "
+                     f"come from the gateway {now.gateway}: behind Docker's published ports the "
+                     "relay does not see the clients' addresses, so per-address limits (account "
+                     "creation rate, connections per address) treat them as one client",
+                     "run the relay with host networking (compose.host.yaml, see the README)")
+    return Check(name, "ok", f"{now.connections} client connections from {now.addresses} "
+                 f"addresses, {now.from_gateway} from a gateway")
+
+
+ONLY = {"client-addresses": check_client_addresses, "certificate": check_certificate,
+        "ipv6": check_ipv6}
+
+
 def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
     """Every check in report order. ``port25_hosts`` None skips the port 25 probe (start-up),
     ``clock_url`` None skips the clock check.
@@ -245,6 +266,7 @@ def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str 
                   Check("clock", "skip", "no time reference (TLS_MODE is not acme)"))
     checks += check_headroom(values)
     checks.append(check_certificate())
+    checks.append(check_client_addresses())
     return checks
 
 
@@ -262,11 +284,14 @@ def main(argv: list[str]) -> int:
                         help=f"mail servers to probe on port 25 (default: {', '.join(DEFAULT_PORT25_HOSTS)})")
     parser.add_argument("--clock-url", help="an HTTPS URL whose Date header is the reference "
                         "(default: ACME_DIRECTORY_URL)")
+    parser.add_argument("--only", action="append", choices=sorted(ONLY),
+                        help="run only this check (repeatable)")
     args = parser.parse_args(argv)
     values = settings_mod.from_environment()
     hosts = None if args.startup else (args.port25_host or list(DEFAULT_PORT25_HOSTS))
     clock = args.clock_url or (values.acme_directory_url if values.tls_mode == "acme" else None)
-    checks = run_checks(values, hosts, clock)
+    checks = [ONLY[name]() for name in args.only] if args.only else \
+        run_checks(values, hosts, clock)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

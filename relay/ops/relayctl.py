@@ -58,10 +58,10 @@ def cmd_dkim_record(args: argparse.Namespace) -> int:
     Raises subprocess.CalledProcessError before the key exists.
     """
     if args.json:
-        show({"name": f"{dkim.SELECTOR}._domainkey", "type": "TXT",
+        show({"name": f"{dkim.selector()}._domainkey", "type": "TXT",
               "value": dkim.txt_record_value()}, True)
     else:
-        print(f'{dkim.SELECTOR}._domainkey IN TXT "{dkim.txt_record_value()}"')
+        print(f'{dkim.selector()}._domainkey IN TXT "{dkim.txt_record_value()}"')
     return 0
 
 
@@ -115,6 +115,14 @@ def cmd_dns(args: argparse.Namespace) -> int:
     return dnsreport.run(settings.from_environment(), do_check=args.check, json_output=args.json)
 
 
+def cmd_import_relay(args: argparse.Namespace) -> int:
+    """``relayctl import-relay [ARCHIVE|-] [--dry-run] [--skip-conflicts] [--json]``: move in a
+    reference relay (relay.store.importrelay); 0 imported, 1 refused or stopped."""
+    from relay.store import importrelay
+    return importrelay.main(args.archive, settings.from_environment(), args.dry_run,
+                            args.skip_conflicts, args.json)
+
+
 def cmd_doctor(argv: list[str]) -> int:
     """``relayctl doctor ...``: its own arguments are passed on (:func:`relay.ops.doctor.main`)."""
     from relay.ops import doctor
@@ -160,6 +168,18 @@ COMMANDS: tuple[Command, ...] = (
             "exits 1 when a required one is missing or wrong", cmd_dns,
             ((("--check",), {"action": "store_true",
                              "help": "resolve every record and report ok, missing or wrong"}),
+             JSON)),
+    Command("import-relay", "move in a reference (cmdeploy) relay: accounts with their "
+            "passwords and last login, mail, push tokens, DKIM key and selector, from a tar "
+            "archive (README: Moving in from a reference relay)", cmd_import_relay,
+            ((("archive",), {"nargs": "?", "default": "-",
+                             "help": "tar or tar.gz of /home/vmail/mail and /etc/dkimkeys "
+                                     "(default: stdin)"}),
+             (("--dry-run",), {"action": "store_true",
+                               "help": "read and check the archive, report, change nothing"}),
+             (("--skip-conflicts",), {"action": "store_true",
+                                      "help": "leave accounts that exist here with another "
+                                              "password as they are, import the others"}),
              JSON)),
 )
 

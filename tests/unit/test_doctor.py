@@ -10,7 +10,7 @@ import dns.resolver
 import pytest
 
 from relay import settings, system
-from relay.ops import doctor
+from relay.ops import clientaddr, doctor
 
 DOMAIN = "chat.example.org"
 V4, V6 = "192.0.2.10", "2001:db8::10"
@@ -231,6 +231,7 @@ def healthy(zone, monkeypatch):
     monkeypatch.setattr(doctor.certwatch, "stale_endpoints", lambda fp: {})
     monkeypatch.setattr(doctor.socket, "create_connection",
                         lambda address, timeout: Banner(b"220 hello\r\n"))
+    monkeypatch.setattr(clientaddr, "census", lambda: clientaddr.Census(0, 0, 0, ""))
     return zone
 
 
@@ -240,7 +241,7 @@ def test_startup_summary(healthy, capsys):
     assert all(line.startswith("relay-doctor: ") for line in lines)
     assert "relay-doctor: SKIP outbound port 25: not probed at start-up -> run `relayctl doctor` " \
         "to probe it" in lines
-    assert lines[-1] == "relay-doctor: 6 ok, 0 warn, 0 fail, 3 skip"
+    assert lines[-1] == "relay-doctor: 6 ok, 0 warn, 0 fail, 4 skip"
 
 
 def test_json_and_the_exit_status(healthy, capsys):
@@ -249,9 +250,34 @@ def test_json_and_the_exit_status(healthy, capsys):
     assert all(set(c) == {"name", "verdict", "detail", "advice"} for c in checks)
     assert [c["name"] for c in checks] == [
         "resolver", "forward DNS", "reverse DNS", "IPv6", "outbound port 25", "clock",
-        "disk headroom", "memory headroom", "certificate served"]
+        "disk headroom", "memory headroom", "certificate served", "client addresses"]
     assert {c["name"]: c["verdict"] for c in checks}["outbound port 25"] == "ok"
     healthy[(DOMAIN, "A")] = ["198.51.100.7"]
     assert doctor.main(["--json", "--port25-host", "mx.a.example"]) == 1
     assert {c["name"]: c["verdict"] for c in json.loads(capsys.readouterr().out)}[
         "forward DNS"] == "fail"
+
+
+# --- client addresses ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("census,verdict,detail", [
+    (clientaddr.Census(0, 0, 0, ""), "skip", "no client connections at the moment"),
+    (clientaddr.Census(10, 1, 10, "172.17.0.1"), "warn",
+     "10 of 10 client connections come from the gateway 172.17.0.1"),
+    (clientaddr.Census(10, 4, 6, "172.17.0.1"), "warn", "6 of 10"),
+    (clientaddr.Census(10, 6, 5, "172.17.0.1"), "ok", "10 client connections from 6 addresses"),
+    (clientaddr.Census(3, 3, 0, ""), "ok", "3 client connections from 3 addresses, 0 from a gateway"),
+])
+def test_client_addresses(monkeypatch, census, verdict, detail):
+    monkeypatch.setattr(clientaddr, "census", lambda: census)
+    check = doctor.check_client_addresses()
+    assert check.verdict == verdict and detail in check.detail
+    assert ("compose.host.yaml" in check.advice) == (verdict == "warn")
+
+
+def test_only_runs_the_named_check(monkeypatch, capsys):
+    monkeypatch.setattr(doctor.settings_mod, "from_environment", lambda: values())
+    monkeypatch.setattr(clientaddr, "census", lambda: clientaddr.Census(4, 1, 4, "10.0.0.1"))
+    assert doctor.main(["--only", "client-addresses", "--json"]) == 0
+    assert [(c["name"], c["verdict"]) for c in json.loads(capsys.readouterr().out)] == [
+        ("client addresses", "warn")]
