@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 
 from fednet import Federation, dc_account
+from refpeer import RefPeer
 from relaytest import delta_chat
 
 
 @pytest.fixture(scope="session")
 def fed(image_exists):
-    f = Federation()
+    f = Federation(peers=(RefPeer,))
     try:
         f.start()
         yield f
