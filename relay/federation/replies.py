@@ -12,20 +12,19 @@ SPEC §1; the reference's answers: notes in reference-facts A.1, filtermail 0.7
   nginx's 502/504) means "not now": the next path (SMTP) is tried.
 * **Any other receiver** (the reference relays, filtermail 0.7, send no marker):
 
-  - an answer that is plainly a web page (``Content-Type: text/html`` or
-    ``application/xhtml+xml``, or a body that starts with ``<``) is no relay's
-    answer, whatever its status: a catch-all web server's ``200`` must not
-    swallow the mail. The mail goes on to SMTP;
+  - an answer whose body starts with a ``4xx``/``5xx`` SMTP reply is that reply
+    for every recipient, whatever the HTTP status: filtermail answers ``400`` with
+    the reply text for each refusal (``523 Encryption Needed...``, ``554 5.7.1 No
+    valid DKIM...``, or Postfix's own reply ``... (forwarded from ...)``) and
+    ``413`` with ``552 ...``. A ``5xx`` text is a permanent refusal (Postfix
+    bounces); a ``4xx`` text is temporary (Postfix keeps the mail and tries again
+    later, HTTPS first). A refusal is never counted as a delivery, not even in a 2xx;
   - a ``2xx`` is a delivery to every recipient (filtermail: ``200`` with body
-    ``250 OK``; 0.6.4/0.6.5 answered ``201``), with or without a body;
-    except that a body starting with a ``4xx``/``5xx`` SMTP reply is taken at its
-    word (a refusal must never be counted as delivered);
-  - a non-2xx answer whose body starts with a ``4xx``/``5xx`` SMTP reply is that
-    reply for every recipient: filtermail answers ``400`` with the reply text for
-    each refusal (``523 Encryption Needed...``, ``554 5.7.1 No valid DKIM...``,
-    or Postfix's own reply ``... (forwarded from ...)``) and ``413`` with ``552
-    ...``. A ``5xx`` text is a permanent refusal (Postfix bounces); a ``4xx``
-    text is temporary (Postfix keeps the mail and tries again later, HTTPS first);
+    ``250 OK``; 0.6.4/0.6.5 answered ``201``), with or without a body, unless it
+    is plainly a web page: ``Content-Type: text/html`` or
+    ``application/xhtml+xml``, or a body that starts with ``<`` (a body that
+    starts with an SMTP reply is a relay's, whatever its type). A catch-all web
+    server's ``200`` must not swallow the mail: it goes on to SMTP;
   - every other answer (``405 Method Not Allowed``, nginx's HTML ``413``/``502``,
     a redirect, ``404``) goes on to SMTP on port 25, as the reference does.
 
@@ -122,13 +121,12 @@ def https_replies(answer: HttpAnswer, recipients: list[str], host: str) -> Repli
     module's docstring); None: not a relay's answer, try SMTP."""
     if answer.marked:
         return own_replies(answer.status, answer.body, recipients, host)
-    if is_web_page(answer):
-        return None
-    text = smtp_text(answer.body)
+    text = smtp_text(answer.body)  # the body's shape first: "250 OK" is a relay's, whatever the type
     if text is not None and text[0] in "45":
         reply = f"{as_reply(text, '')} (from {host} via https)"
         return {r: reply for r in recipients}
-    if 200 <= answer.status < 300:
+    ok = 200 <= answer.status < 300
+    if ok and (text is not None or not is_web_page(answer)):
         return {r: delivered(host) for r in recipients}
     return None
 
