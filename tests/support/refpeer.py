@@ -134,9 +134,11 @@ class RefPeer:
         return out.stdout + out.stderr
 
     def stored(self, needle: str, domain: str = REF_DOMAIN) -> list[str]:
-        """The files in the peer's mailboxes of ``domain`` that contain ``needle``."""
+        """The messages in the peer's mailboxes of ``domain`` (Maildir new/ and cur/,
+        not Dovecot's caches) that contain ``needle``."""
+        boxes = f"{MAIL_ROOT}/{domain}/*/Maildir"
         out = docker("exec", self.container, "sh", "-c",
-                     f"grep -rlF -- {shlex.quote(needle)} {MAIL_ROOT}/{domain} 2>/dev/null; true")
+                     f"grep -lF -- {shlex.quote(needle)} {boxes}/new/* {boxes}/cur/* 2>/dev/null; true")
         return out.stdout.split()
 
     def https_requests(self, host: str, needle: str = "") -> list[str]:

@@ -129,6 +129,12 @@ def filtermail(mail_from: str, rcpts: list[str], data: bytes) -> tuple[int, str,
     return (200 if ok else 400), reply, msgid
 
 
+def log(text: str) -> None:
+    """One line on stdout in a single write (Postfix writes its log there too)."""
+    sys.stdout.buffer.write(f"refpeer-https: {text}\n".encode())
+    sys.stdout.buffer.flush()
+
+
 def visible_ascii(value: str) -> bool:
     return all(33 <= ord(c) <= 126 for c in value)
 
@@ -150,8 +156,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(raw)
         first = body.splitlines()[0] if body else ""
-        print(f"refpeer-https: host={self.host()} {self.command} {self.path}{note} -> {status} "
-              f"{first if not ctype else ctype}", flush=True)
+        log(f"host={self.host()} {self.command} {self.path}{note} -> {status} "
+            f"{first if not ctype else ctype}")
 
     def host(self) -> str:
         return (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
@@ -209,7 +215,7 @@ def main() -> None:
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
     server = Server(("0.0.0.0", 443), Handler, ctx)
-    print("refpeer-https: listening on 443", flush=True)
+    log("listening on 443")
     server.serve_forever()
 
 
