@@ -209,6 +209,8 @@ class SmtpOnlyHosts:
             return age
 
     def add(self, host: str) -> None:
+        """Put ``host`` on the list from now on; at ``limit`` hosts, expired ones are
+        dropped first, then the oldest."""
         with self._lock:
             now = self.clock()
             if len(self._since) >= self.limit:  # drop what has expired, else the oldest
@@ -218,10 +220,12 @@ class SmtpOnlyHosts:
             self._since[host] = now
 
     def discard(self, host: str) -> None:
+        """Take ``host`` off the list (HTTPS is tried again at its next message)."""
         with self._lock:
             self._since.pop(host, None)
 
     def clear(self) -> None:
+        """Forget every host (SIGHUP)."""
         with self._lock:
             self._since.clear()
 

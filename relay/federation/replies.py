@@ -113,6 +113,7 @@ def smtp_text(body: bytes) -> str | None:
 
 
 def delivered(host: str) -> str:
+    """The LMTP reply for a recipient ``host`` took over HTTPS (Postfix logs it)."""
     return f"250 2.0.0 Ok: delivered via https to {host}"
 
 
