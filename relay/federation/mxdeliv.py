@@ -8,11 +8,16 @@ filter and DKIM check before it is queued on /data::
 
     nginx --> relay.federation.mxdeliv --> Postfix mxdeliv --> relay.filter (incoming) --> reinject-in --> queue
 
+The request is the reference relays' (filtermail 0.7, ``http_server.rs``): at most
+one ``X-Mail-From`` (none, empty or ``<>``: the null sender), one ``X-Mail-To`` per
+recipient, the body in SMTP transmission form (lines dot-stuffed as between DATA and
+the final dot, which is left out); ``POST /mxdeliv/`` (older relays) is the same.
+
 We answer 200 only after Postfix has queued the message, so nothing we accept
 is lost. Answers, each with a small JSON body:
 
     200  queued for every recipient listed in "accepted" ("refused": the others)
-    400  bad request: X-Mail-From missing or repeated, no X-Mail-To, bad address
+    400  bad request: X-Mail-From repeated, no X-Mail-To, bad address, a lone "." line
     403  refused by policy, e.g. not encrypted (523) or no valid DKIM signature
     404  none of the recipients exists here
     413  too large
@@ -76,12 +81,13 @@ def _utf8(value: str) -> str:
 
 def parse_envelope(mail_from: list[str], mail_to: list[str],
                    max_recipients: int) -> tuple[str, list[str]] | Answer:
-    """(sender, recipients) from the X-Mail-From and X-Mail-To header values, or a 400."""
+    """(sender, recipients) from the X-Mail-From and X-Mail-To header values, or a 400.
+    No X-Mail-From is the null sender (the reference relays leave it out for bounces)."""
     mail_from = [_utf8(v) for v in mail_from]
     mail_to = [_utf8(v) for v in mail_to]
-    if len(mail_from) != 1:
-        return bad_request("exactly one X-Mail-From header is required")
-    raw_from = mail_from[0].strip()
+    if len(mail_from) > 1:
+        return bad_request("at most one X-Mail-From header is allowed")
+    raw_from = mail_from[0].strip() if mail_from else ""
     if raw_from in ("", "<>"):
         sender = ""  # the null sender of delivery status reports
     else:
@@ -128,6 +134,19 @@ def data_answer(code: int, text: bytes | str, accepted: list[str],
 def _normalize(data: bytes) -> bytes:
     """CRLF line ends, as on the wire (smtplib sends bytes as they are)."""
     return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+_LONE_DOT = re.compile(rb"(?:^|\n)\.\r?(?:\n|$)")
+
+
+def from_transmission_form(body: bytes) -> bytes | None:
+    """The message in a request body that is in SMTP transmission form (RFC 5321
+    §4.5.2, as the reference relays post it): one leading dot taken off each line
+    that has one. None when a line holds only a dot (the end of DATA cannot be
+    part of it; the reference refuses it with ``500 Invalid DATA``)."""
+    if _LONE_DOT.search(body):
+        return None
+    return re.sub(rb"(^|\n)\.", rb"\1", body)
 
 
 def deliver(smtp_factory: Callable[[], smtplib.SMTP], sender: str, recipients: list[str],
@@ -195,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _not_here(self) -> bool:
-        if self.path.split("?")[0] != "/mxdeliv":
+        if self.path.split("?")[0] not in ("/mxdeliv", "/mxdeliv/"):
             self.close_connection = True
             self._answer(Answer(404, {"error": "not found"}))
             return True
@@ -235,9 +254,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._answer(envelope)
         if length == 0:
             return self._answer(bad_request("the body must be the message"))
-        data = self.rfile.read(length)
-        if len(data) != length:
+        body = self.rfile.read(length)
+        if len(body) != length:
             return self._answer(bad_request("the body ended early"))
+        data = from_transmission_form(body)
+        if data is None:
+            return self._answer(bad_request("500 5.6.0 Invalid DATA: a line holds only a dot "
+                                            "(the body is in SMTP transmission form)"))
         if not self.slots.acquire(blocking=False):
             log.warning("too many deliveries at once: answering 503")
             return self._answer(Answer(503, {"error": "busy, please try again"}))

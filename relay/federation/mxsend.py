@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay import logs, paths
 from relay import settings as settings_mod
-from relay.federation.outbound import Replies, Sender
+from relay.federation.outbound import Sender
+from relay.federation.replies import Replies
 from relay.settings import BODY_MARGIN
 from relay.wire.listen import protocol_server
 from relay.wire.tls import ClientContexts
@@ -151,6 +153,12 @@ async def main() -> None:
     logs.setup("relay-mxsend", settings.log_level, settings.log_format)
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
     sender = Sender(helo=settings.mail_domain, tls=ClientContexts())
+
+    def forget_smtp_only() -> None:
+        sender.smtp_only.clear()
+        log.info("SIGHUP: every MX host will be asked over https again")
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, forget_smtp_only)
     pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")
     server = LMTPServer(sender, settings.max_message_size, settings.max_recipients, pool)
     listener = await serve(server, paths.MXSEND_SOCKET)

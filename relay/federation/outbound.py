@@ -4,13 +4,21 @@ with STARTTLS (SPEC §6). :class:`Sender` gives one reply per recipient.
 For each recipient domain: the MX hosts (the domain itself when it has no MX,
 the address for an IP literal), and for each host in order of preference:
 
-1. ``POST https://<host>/mxdeliv`` with ``X-Mail-From``/``X-Mail-To`` headers;
-   the certificate is verified against the host name (not for ``_``-domains
-   and IP literals), TLS 1.2 or newer. Only an answer that carries the
-   ``X-Mxdeliv`` header counts: a web server's ``404 Not Found`` or a
-   catch-all ``200`` must not be taken for a relay's verdict. 5xx, timeouts,
-   connection failures and unmarked answers mean "no HTTPS here".
+1. ``POST https://<host>/mxdeliv`` with ``X-Mail-From`` (left out for the null
+   sender, as the reference does) and one ``X-Mail-To`` per recipient; the body is
+   the message in SMTP transmission form (CRLF lines, dot-stuffed, no final ``.``
+   line: what the reference posts and its receiver expects). The certificate is
+   verified against the host name (not for ``_``-domains and IP literals), TLS 1.2
+   or newer. The answer is read by the rule in :mod:`relay.federation.replies`:
+   a 2xx is a delivery unless it is a web page, an SMTP reply in a refusal's body
+   is every recipient's reply, anything else (timeouts, refused connections, web
+   pages, 405, nginx's 502) means "no HTTPS here".
 2. SMTP on port 25 with STARTTLS required, the same certificate rules.
+
+A host whose HTTPS just failed and which then took the mail over SMTP is not
+asked over HTTPS again for 30 minutes (:class:`SmtpOnlyHosts`, as filtermail 0.7's
+``mxdeliv_unsupported_hosts``): a classic MX without a web server must not cost
+an HTTPS attempt per message.
 
 When no host gives an answer, the recipients get ``451 4.4.1`` and Postfix
 retries later. One log line per delivery attempt says which path carried the
@@ -21,21 +29,29 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
-import json
 import logging
 import random
 import re
 import smtplib
 import ssl
+import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.exception
 import dns.name
 import dns.resolver
 
+from relay.federation.replies import (
+    MARKER,
+    HttpAnswer,
+    Replies,
+    clean,
+    https_replies,
+    smtp_reply,
+    summary,
+)
 from relay.wire.tls import ClientContexts
 from relay.wire.unixsmtp import recipients_and_data
 
@@ -47,9 +63,8 @@ SMTP_TIMEOUT = 60.0
 DNS_LIFETIME = 10.0
 MAX_HOSTS = 3                  # MX hosts tried per attempt; Postfix retries later
 DOMAIN_BUDGET = 600.0          # no further host after this long (lmtp_data_done_timeout: 1200 s)
-MARKER = "X-Mxdeliv"
-
-Replies = dict[str, str]       # recipient -> one LMTP reply line
+SMTP_ONLY_PERIOD = 30 * 60.0   # seconds a host that needed SMTP is not asked over HTTPS
+ANSWER_LIMIT = 64 * 1024       # bytes of an HTTPS answer we read
 
 
 class DeliveryError(Exception):
@@ -69,45 +84,6 @@ class Destination:
     domain: str
     hosts: tuple[str, ...]
     verify: bool   # check the peer's certificate against the host name
-
-
-# --- replies ---------------------------------------------------------------------------
-
-_REPLY = re.compile(r"^([245]\d\d)(?:[ -](.*))?$", re.S)
-_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
-
-
-def clean(text: str, limit: int = 300) -> str:
-    """One line of printable text (remote answers end up in our logs and bounces)."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text[:limit]
-
-
-def as_reply(text: str, fallback: str) -> str:
-    """A remote SMTP reply ("550 5.1.1 User unknown") as an LMTP reply line with
-    an enhanced status code; ``fallback`` when ``text`` is not a 4xx/5xx reply."""
-    match = _REPLY.match(text.strip())
-    if not match or match.group(1)[0] == "2":
-        return fallback
-    code, rest = match.group(1), clean(match.group(2) or "")
-    if not _ENHANCED.match(rest):
-        rest = f"{code[0]}.0.0 {rest}".rstrip()
-    return f"{code} {rest}"
-
-
-def smtp_reply(code: int, text: bytes | str) -> str:
-    """A reply ``code`` and text from smtplib as one LMTP reply line with an enhanced status code
-    (:func:`as_reply`); a 2xx or malformed reply becomes ``451 4.3.0 Unexpected reply``.
-    """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return as_reply(f"{code} {clean(text)}", f"451 4.3.0 Unexpected reply {code}")
-
-
-def summary(replies: Replies) -> str:
-    """The reply codes of ``replies`` counted, for the log: e.g. ``"2x250, 1x550"``."""
-    counts = Counter(r[:3] for r in replies.values())
-    return ", ".join(f"{n}x{code}" for code, n in sorted(counts.items()))
 
 
 # --- where to deliver -----------------------------------------------------------------
@@ -158,44 +134,30 @@ def resolve(domain: str, resolver: dns.resolver.Resolver | None = None) -> Desti
 
 # --- HTTPS /mxdeliv --------------------------------------------------------------------
 
-def mxdeliv_replies(status: int, marked: bool, body: bytes, recipients: list[str],
-                    host: str) -> Replies | None:
-    """Per-recipient replies for an answer of ``POST /mxdeliv``; None: not a usable answer
-    (fall back to SMTP)."""
-    if not marked or status not in (200, 400, 403, 404, 413):
-        return None
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        payload = {}
-    if not isinstance(payload, dict):
-        payload = {}
-    refused = payload.get("refused")
-    refused = {str(k).lower(): str(v) for k, v in refused.items()} if isinstance(refused, dict) else {}
-    reason = clean(str(payload.get("error", "")))
-    where = f"{host} (https)"
-    if status == 200:
-        ok = f"250 2.0.0 Ok: delivered via https to {host}"
-        return {r: as_reply(refused[r.lower()], f"550 5.1.1 Refused by {where}")
-                if r.lower() in refused else ok for r in recipients}
-    if status == 404:
-        return {r: as_reply(refused.get(r.lower(), ""), f"550 5.1.1 Recipient unknown at {where}")
-                for r in recipients}
-    if status == 403:
-        return {r: f"550 5.7.1 Refused by {where}: {reason or 'policy'}" for r in recipients}
-    if status == 413:
-        return {r: f"552 5.3.4 Message too large for {where}" for r in recipients}
-    return {r: f"554 5.6.0 Bad request for {where}: {reason}".rstrip(": ") for r in recipients}
-
-
 def http_host(host: str) -> str:
     """``host`` as the host part of a URL: an IPv6 address in brackets (RFC 3986 §3.2.2)."""
     return f"[{host}]" if ":" in host else host
 
 
+def transmission_form(data: bytes) -> bytes:
+    """The message as SMTP carries it between DATA and the final dot (RFC 5321
+    §4.5.2): every line that starts with ``.`` gets another one, and the data ends
+    with CRLF. ``data`` comes from Postfix over LMTP, so its lines end in CRLF."""
+    stuffed = re.sub(rb"(^|\n)\.", rb"\1..", data)
+    return stuffed if stuffed.endswith(b"\r\n") else stuffed + b"\r\n"
+
+
+def media_type(value: str | None) -> str:
+    """``text/html`` from ``Text/HTML; charset=utf-8``; "" for None."""
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
 def post_mxdeliv(host: str, ctx: ssl.SSLContext, mail_from: str, recipients: list[str],
-                 data: bytes) -> tuple[int, bool, bytes]:
-    """POST the message; (status, marked, body). Raises OSError/HTTPException."""
+                 data: bytes) -> HttpAnswer:
+    """POST the message (``data`` as it came over LMTP) to ``https://<host>/mxdeliv``;
+    the answer's status, marker, media type and first 64 KiB.
+    Raises OSError/HTTPException (also for timeouts and TLS failures)."""
+    body = transmission_form(data)
     conn = http.client.HTTPSConnection(http_host(host), 443, timeout=HTTPS_CONNECT_TIMEOUT,
                                        context=ctx)
     try:
@@ -203,16 +165,69 @@ def post_mxdeliv(host: str, ctx: ssl.SSLContext, mail_from: str, recipients: lis
         conn.sock.settimeout(HTTPS_ANSWER_TIMEOUT)
         conn.putrequest("POST", "/mxdeliv", skip_accept_encoding=True)
         conn.putheader("Content-Type", "application/octet-stream")
-        conn.putheader("Content-Length", str(len(data)))
-        conn.putheader("X-Mail-From", (mail_from or "<>").encode())
+        conn.putheader("Content-Length", str(len(body)))
+        if mail_from:  # the null sender: no X-Mail-From at all (the reference's form)
+            conn.putheader("X-Mail-From", mail_from.encode())
         for rcpt in recipients:
             conn.putheader("X-Mail-To", rcpt.encode())
-        conn.endheaders(data)
+        conn.endheaders(body)
         resp = conn.getresponse()
-        body = resp.read(64 * 1024)
-        return resp.status, resp.getheader(MARKER) is not None, body
+        return HttpAnswer(resp.status, resp.getheader(MARKER) is not None,
+                          media_type(resp.getheader("Content-Type")), resp.read(ANSWER_LIMIT))
     finally:
         conn.close()
+
+
+class SmtpOnlyHosts:
+    """MX hosts whose HTTPS failed and which then took a message over SMTP: for
+    ``period`` seconds they are not asked over HTTPS (filtermail 0.7 does the same
+    for 30 minutes, keyed by MX host name). A host leaves the list when its time is
+    up or when SMTP to it fails to connect (then HTTPS may be the only way in).
+
+    Kept in memory only: after a restart of relay-mxsend every host is asked over
+    HTTPS once more, which costs at most one failed attempt per message in flight
+    to it (a refused connection, or HTTPS_CONNECT_TIMEOUT for a port that drops
+    packets). SIGHUP empties the list (``supervisorctl signal HUP relay-mxsend``).
+    Thread-safe: deliveries run in a pool of threads."""
+
+    def __init__(self, period: float = SMTP_ONLY_PERIOD,
+                 clock: Callable[[], float] = time.monotonic, limit: int = 10000) -> None:
+        self.period, self.clock, self.limit = period, clock, limit
+        self._since: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def since(self, host: str) -> float | None:
+        """Seconds since ``host`` went on the list; None when it is not on it (any more)."""
+        with self._lock:
+            added = self._since.get(host)
+            if added is None:
+                return None
+            age = self.clock() - added
+            if age >= self.period:
+                del self._since[host]
+                return None
+            return age
+
+    def add(self, host: str) -> None:
+        """Put ``host`` on the list from now on; at ``limit`` hosts, expired ones are
+        dropped first, then the oldest."""
+        with self._lock:
+            now = self.clock()
+            if len(self._since) >= self.limit:  # drop what has expired, else the oldest
+                self._since = {h: t for h, t in self._since.items() if now - t < self.period}
+                while len(self._since) >= self.limit:
+                    del self._since[min(self._since, key=self._since.__getitem__)]
+            self._since[host] = now
+
+    def discard(self, host: str) -> None:
+        """Take ``host`` off the list (HTTPS is tried again at its next message)."""
+        with self._lock:
+            self._since.pop(host, None)
+
+    def clear(self) -> None:
+        """Forget every host (SIGHUP)."""
+        with self._lock:
+            self._since.clear()
 
 
 # --- SMTP -----------------------------------------------------------------------------
@@ -275,20 +290,23 @@ def send_smtp(host: str, ctx: ssl.SSLContext, helo: str, mail_from: str,
 class Sender:
     """Delivers one domain's recipients (relay-mxsend calls :meth:`deliver` in a thread per domain):
     ``helo`` is our EHLO name, ``tls`` the client contexts; ``resolve``, ``post`` and ``smtp``
-    are the steps, replaceable in tests.
+    are the steps, replaceable in tests; ``smtp_only`` the hosts not asked over HTTPS for now.
     """
+
     helo: str
     tls: ClientContexts
     resolve: Callable[[str], Destination] = resolve
-    post: Callable[..., tuple[int, bool, bytes]] = post_mxdeliv
+    post: Callable[..., HttpAnswer] = post_mxdeliv
     smtp: Callable[..., Replies] = send_smtp
+    smtp_only: SmtpOnlyHosts = field(default_factory=SmtpOnlyHosts)
 
     def deliver(self, domain: str, mail_from: str, recipients: list[str], data: bytes) -> Replies:
         """Deliver ``data`` from ``mail_from`` to ``recipients`` (all of ``domain``); returns one
         LMTP reply line per recipient, never raises. Host after host (at most DOMAIN_BUDGET
-        seconds in all): HTTPS ``/mxdeliv`` first, SMTP when HTTPS gives no usable answer, the
-        next host when both fail; when none answers, ``451 4.4.1`` for every recipient so that
-        Postfix retries. Logs one line per path tried.
+        seconds in all): HTTPS ``/mxdeliv`` first (unless the host is on the SMTP-only list),
+        SMTP when HTTPS gives no usable answer (:func:`relay.federation.replies.https_replies`),
+        the next host when both fail; when none answers, ``451 4.4.1`` for every recipient so
+        that Postfix retries. Logs one line per path tried.
         """
         try:
             dest = self.resolve(domain)
@@ -300,25 +318,53 @@ class Sender:
         for host in dest.hosts:
             if time.monotonic() > deadline:
                 break
-            try:
-                status, marked, body = self.post(host, self.tls.get(dest.verify, "http/1.1"),
-                                                 mail_from, recipients, data)
-                replies = mxdeliv_replies(status, marked, body, recipients, host)
-                if replies is not None:
-                    log.info("%s via https (%s): HTTP %d: %s", domain, host, status, summary(replies))
-                    return replies
-                last = f"HTTP {status}{'' if marked else ' without ' + MARKER}"
-            except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
-                last = clean(f"{type(exc).__name__}: {exc}", 200)
-            log.info("%s: https to %s failed (%s): trying smtp", domain, host, last)
-            try:
-                replies = self.smtp(host, self.tls.get(dest.verify, None), self.helo, mail_from,
-                                    recipients, data)
-                log.info("%s via smtp (%s): %s", domain, host, summary(replies))
+            replies, last = self._to_host(dest, host, mail_from, recipients, data)
+            if replies is not None:
                 return replies
-            except HostFailed as exc:
-                last = str(exc)
-                log.info("%s: smtp to %s failed (%s)", domain, host, last)
         reply = f"451 4.4.1 No mail server of {domain} reachable: {last}"
         log.warning("%s: deferred: %s", domain, last)
         return {r: reply for r in recipients}
+
+    def _to_host(self, dest: Destination, host: str, mail_from: str, recipients: list[str],
+                 data: bytes) -> tuple[Replies | None, str]:
+        """HTTPS (unless the host is on the SMTP-only list), then SMTP: the replies,
+        or None and why this host gave none."""
+        domain = dest.domain
+        age = self.smtp_only.since(host)
+        if age is None:
+            replies, last = self._https(dest, host, mail_from, recipients, data)
+            if replies is not None:
+                return replies, last
+            log.info("%s: https to %s failed (%s): trying smtp", domain, host, last)
+        else:
+            log.info("%s: https to %s skipped (smtp only since %d s): trying smtp",
+                     domain, host, age)
+        try:
+            replies = self.smtp(host, self.tls.get(dest.verify, None), self.helo, mail_from,
+                                recipients, data)
+        except HostFailed as exc:
+            self.smtp_only.discard(host)
+            log.info("%s: smtp to %s failed (%s)", domain, host, exc)
+            return None, str(exc)
+        log.info("%s via smtp (%s): %s", domain, host, summary(replies))
+        if age is None and any(r.startswith("2") for r in replies.values()):
+            self.smtp_only.add(host)
+            log.info("%s: %s gets smtp only for the next %d min", domain, host,
+                     self.smtp_only.period // 60)
+        return replies, ""
+
+    def _https(self, dest: Destination, host: str, mail_from: str, recipients: list[str],
+               data: bytes) -> tuple[Replies | None, str]:
+        """``POST /mxdeliv``: the replies, or None and why they are no relay's answer."""
+        try:
+            answer = self.post(host, self.tls.get(dest.verify, "http/1.1"), mail_from,
+                               recipients, data)
+        except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
+            return None, clean(f"{type(exc).__name__}: {exc}", 200)
+        replies = https_replies(answer, recipients, host)
+        if replies is None:
+            shape = "" if answer.marked else f" {answer.content_type or 'without Content-Type'}"
+            return None, f"HTTP {answer.status}{shape}"
+        log.info("%s via https (%s): HTTP %d: %s", dest.domain, host, answer.status,
+                 summary(replies))
+        return replies, ""

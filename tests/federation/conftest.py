@@ -1,17 +1,20 @@
 """One federation for the whole directory: relay-a.test, relay-b.test and classic.test on a
-test network with real DNS and ACME (tests/support/fednet.py), plus Delta Chat clients."""
+test network with real DNS and ACME (tests/support/fednet.py), a peer that answers as the
+reference relays do plus a catch-all web site (tests/support/refpeer.py), and Delta Chat
+clients."""
 
 from __future__ import annotations
 
 import pytest
 
 from fednet import Federation, dc_account
+from refpeer import RefPeer
 from relaytest import delta_chat
 
 
 @pytest.fixture(scope="session")
 def fed(image_exists):
-    f = Federation()
+    f = Federation(peers=(RefPeer,))
     try:
         f.start()
         yield f

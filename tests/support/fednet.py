@@ -61,7 +61,12 @@ def openssl(*args: str) -> None:
 class Federation:
     __test__ = False
 
-    def __init__(self) -> None:
+    def __init__(self, peers: tuple = ()) -> None:
+        """``peers``: classes of further test peers (e.g. refpeer.RefPeer), each made as
+        ``Peer(net)`` and started with ``.start()`` before the relays start, so their DNS
+        zones are in place; found afterwards as ``self.peers[Peer.name]``."""
+        self.peer_types = tuple(peers)
+        self.peers: dict[str, object] = {}
         self.net: TestNet | None = None
         self.a: Relay | None = None
         self.b: Relay | None = None
@@ -80,6 +85,8 @@ class Federation:
         ca = net.extra_ca_file
         ca.write_text(ca.read_text() + net.pebble_roots())
         self._start_classic()
+        for kind in self.peer_types:
+            self.peers[kind.name] = kind(net).start()
         self.a = net.relay(A_DOMAIN, A_HOST, dict(RELAY_ENV)).start()
         self.b = net.relay(B_DOMAIN, B_HOST, dict(RELAY_ENV)).start()
         for relay in (self.a, self.b):
@@ -174,6 +181,10 @@ class Federation:
         finally:
             for relay in (self.a, self.b):
                 docker("exec", relay.name, "supervisorctl", "start", "nginx", check=False)
+                # relay-mxsend asks a host that needed SMTP over HTTPS again only after
+                # 30 minutes; SIGHUP makes it forget, for the tests that follow.
+                docker("exec", relay.name, "supervisorctl", "signal", "HUP", "relay-mxsend",
+                       check=False)
             for relay in (self.a, self.b):
                 relay.wait_healthy(60)
 
@@ -315,7 +326,7 @@ def dkim_sign(data: bytes, domain: str, selector: str, key: bytes) -> bytes:
 
 
 def post_mxdeliv(relay: Relay, body: bytes, mail_from: list[str], mail_to: list[str],
-                 length: int | None = None) -> tuple[int, dict, dict]:
+                 length: int | None = None, path: str = "/mxdeliv") -> tuple[int, dict, dict]:
     """POST /mxdeliv to a relay's published port 443, as another relay would; returns
     (status, response headers, JSON body or {})."""
     import http.client
@@ -326,7 +337,7 @@ def post_mxdeliv(relay: Relay, body: bytes, mail_from: list[str], mail_to: list[
     ctx.verify_mode = ssl.CERT_NONE
     conn = http.client.HTTPSConnection("127.0.0.1", relay.port(443), context=ctx, timeout=60)
     try:
-        conn.putrequest("POST", "/mxdeliv", skip_host=True)
+        conn.putrequest("POST", path, skip_host=True)
         conn.putheader("Host", relay.domain)
         conn.putheader("Content-Type", "application/octet-stream")
         conn.putheader("Content-Length", str(len(body) if length is None else length))

@@ -9,6 +9,7 @@ fixture's ``finally``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -20,13 +21,16 @@ from pathlib import Path
 
 from relaytest import ROOT, Relay, docker, wait_for
 
-TOOLS_IMAGE = "chatmail-testnet:latest"
+TOOLS_DIR = ROOT / "tests" / "support" / "testnet-image"
+# Tagged by the Dockerfile's content: test sessions of different branches on one machine
+# must not swap each other's tools image between its build and their `docker run`.
+TOOLS_IMAGE = "chatmail-testnet:" + hashlib.sha256((TOOLS_DIR / "Dockerfile").read_bytes()).hexdigest()[:12]
 DNS_HOST, PEBBLE_HOST = 2, 3
 CA_IN_CONTAINER = "/etc/chatmail-test/extra-ca.pem"
 
 
 def build_tools_image() -> None:
-    docker("build", "-q", "-t", TOOLS_IMAGE, str(ROOT / "tests" / "support" / "testnet-image"), timeout=900)
+    docker("build", "-q", "-t", TOOLS_IMAGE, str(TOOLS_DIR), timeout=900)
 
 
 class TestNet:

@@ -23,6 +23,7 @@ from relay.settings import load
      ("a@relay-a.test", ["b@relay-b.test", "c@relay-b.test"])),
     (["<>"], ["b@relay-b.test"], ("", ["b@relay-b.test"])),
     ([""], ["b@relay-b.test"], ("", ["b@relay-b.test"])),
+    ([], ["b@relay-b.test"], ("", ["b@relay-b.test"])),  # the reference's null sender
     (["a@[192.0.2.1]"], ["b@relay-b.test"], ("a@[192.0.2.1]", ["b@relay-b.test"])),
     (["b\xc3\xbccher@relay-a.test"], ["b@relay-b.test"], ("b\u00fccher@relay-a.test", ["b@relay-b.test"])),
 ])
@@ -31,7 +32,6 @@ def test_envelope_from_headers(froms, tos, want):
 
 
 @pytest.mark.parametrize("froms,tos", [
-    ([], ["b@relay-b.test"]),
     (["a@relay-a.test", "x@relay-a.test"], ["b@relay-b.test"]),
     (["a@relay-a.test"], []),
     (["not an address"], ["b@relay-b.test"]),
@@ -101,6 +101,19 @@ class ScriptedPostfix:
     def data(self, data):
         self.got["data"] = data
         return self.data_reply
+
+
+@pytest.mark.parametrize("body,want", [
+    (b"a\r\n..\r\n..b\r\n...c\r\n", b"a\r\n.\r\n.b\r\n..c\r\n"),
+    (b"..first\r\nx. y\r\n", b".first\r\nx. y\r\n"),
+    (b"no dots\r\n", b"no dots\r\n"),
+    (b"a\r\n.\r\nb\r\n", None),
+    (b".\r\nb\r\n", None),
+    (b"a\r\n.", None),
+    (b"a\n.\nb\n", None),
+])
+def test_transmission_form(body, want):
+    assert mxdeliv.from_transmission_form(body) == want
 
 
 def test_partial_recipients_and_crlf():
@@ -176,10 +189,23 @@ def test_http_answers(server):
     status, payload = request("POST", headers=ok, body=b"Subject: x\r\n\r\nhi\r\n")
     assert (status, payload["accepted"]) == (200, ["b@relay-b.test", "c@relay-b.test"])
     assert pf.got["rcpt"] == ["b@relay-b.test", "c@relay-b.test"]
-    assert request("POST", headers=ok[1:], body=b"x")[0] == 400
     assert request("POST", headers=ok[:1], body=b"x")[0] == 400
     assert request("POST", headers=ok, body=b"")[0] == 400
     # (nginx refuses such bodies before; the helper does not read them either)
     assert request("POST", headers=ok, length=1024 * 1024 + 65 * 1024)[0] == 413
     assert request("GET")[0] == 405
     assert request("POST", url="/other", headers=ok, body=b"x")[0] == 404
+
+
+def test_the_reference_relays_requests(server):
+    """No X-Mail-From (null sender), POST /mxdeliv/, a dot-stuffed body."""
+    request, pf = server
+    to = [("X-Mail-To", "b@relay-b.test")]
+    status, payload = request("POST", url="/mxdeliv/", headers=to,
+                              body=b"Subject: x\r\n\r\n..hi\r\n")
+    assert (status, payload["accepted"]) == (200, ["b@relay-b.test"])
+    assert pf.got["mail"][0] == ""
+    assert pf.got["data"] == b"Subject: x\r\n\r\n.hi\r\n"  # smtplib stuffs it again
+    status, payload = request("POST", headers=to, body=b"Subject: x\r\n\r\n.\r\nhi\r\n")
+    assert status == 400 and "Invalid DATA" in payload["error"]
+    assert request("GET", url="/mxdeliv/")[0] == 405
