@@ -7,6 +7,7 @@ import logging
 import os
 import pwd
 import subprocess
+from pathlib import Path
 
 from relay import paths
 
@@ -51,3 +52,12 @@ def txt_record_value() -> str:
     p=<base64>"`` (RFC 6376 §3.6.1).
     """
     return f"v=DKIM1; k=rsa; p={public_key_b64()}"
+
+
+def write_public_record(path: Path) -> None:
+    """Write the DKIM TXT record value to ``path`` (mode 0644): the public half, for
+    helpers that may not read the key (the metrics exporter compares it with DNS)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(txt_record_value() + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

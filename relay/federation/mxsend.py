@@ -18,7 +18,7 @@ from pathlib import Path
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.federation.outbound import Replies, Sender
 from relay.settings import BODY_MARGIN
@@ -149,6 +149,7 @@ async def main() -> None:
     """
     settings = settings_mod.from_environment()
     logs.setup("relay-mxsend", settings.log_level, settings.log_format)
+    counters.setup("relay-mxsend")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
     sender = Sender(helo=settings.mail_domain, tls=ClientContexts())
     pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="deliver")

@@ -36,6 +36,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from relay import counters
 from relay.wire.tls import ClientContexts
 from relay.wire.unixsmtp import recipients_and_data
 
@@ -102,6 +103,15 @@ def smtp_reply(code: int, text: bytes | str) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return as_reply(f"{code} {clean(text)}", f"451 4.3.0 Unexpected reply {code}")
+
+
+def count(path: str, replies: Replies) -> Replies:
+    """Record each recipient's outcome in ``chatmail_federation_recipients_total``
+    (``path``: https, smtp or none) and return ``replies``."""
+    for reply in replies.values():
+        outcome = {"2": "delivered", "4": "deferred"}.get(reply[:1], "bounced")
+        counters.inc("chatmail_federation_recipients_total", path=path, outcome=outcome)
+    return replies
 
 
 def summary(replies: Replies) -> str:
@@ -294,7 +304,7 @@ class Sender:
             dest = self.resolve(domain)
         except DeliveryError as exc:
             log.info("%s: not delivered: %s", domain, exc.reply)
-            return {r: exc.reply for r in recipients}
+            return count("none", {r: exc.reply for r in recipients})
         last = "no MX host"
         deadline = time.monotonic() + DOMAIN_BUDGET
         for host in dest.hosts:
@@ -306,7 +316,7 @@ class Sender:
                 replies = mxdeliv_replies(status, marked, body, recipients, host)
                 if replies is not None:
                     log.info("%s via https (%s): HTTP %d: %s", domain, host, status, summary(replies))
-                    return replies
+                    return count("https", replies)
                 last = f"HTTP {status}{'' if marked else ' without ' + MARKER}"
             except (OSError, http.client.HTTPException, UnicodeError, ValueError) as exc:
                 last = clean(f"{type(exc).__name__}: {exc}", 200)
@@ -315,10 +325,10 @@ class Sender:
                 replies = self.smtp(host, self.tls.get(dest.verify, None), self.helo, mail_from,
                                     recipients, data)
                 log.info("%s via smtp (%s): %s", domain, host, summary(replies))
-                return replies
+                return count("smtp", replies)
             except HostFailed as exc:
                 last = str(exc)
                 log.info("%s: smtp to %s failed (%s)", domain, host, last)
         reply = f"451 4.4.1 No mail server of {domain} reachable: {last}"
         log.warning("%s: deferred: %s", domain, last)
-        return {r: reply for r in recipients}
+        return count("none", {r: reply for r in recipients})

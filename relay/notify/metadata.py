@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import store as accounts
 from relay.notify import push, turn
@@ -206,6 +206,7 @@ async def main() -> None:
     """
     settings = settings_mod.from_environment()
     logs.setup("relay-metadata", settings.log_level, settings.log_format)
+    counters.setup("relay-metadata")
     tokens = push.TokenStore(paths.PUSH_TOKENS)
     gateway = push.Gateway(settings.push_gateway_url, client_context())
     notifier = push.Notifier(tokens, push.Spool(paths.PUSH_QUEUE), gateway.post)
