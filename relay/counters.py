@@ -142,6 +142,7 @@ class Recorder:
         self.path = path
         self.values: dict[Key, float] = {}
         self.lock = threading.Lock()
+        self.write_lock = threading.Lock()   # one file write at a time (timer and caller)
         self.last_write = 0.0
         self.timer: threading.Timer | None = None
         if path is not None:
@@ -182,13 +183,14 @@ class Recorder:
             self.last_write = time.monotonic()
             rows = [[name, dict(pairs), value] for (name, pairs), value in self.values.items()]
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"written": time.time(), "values": rows}, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # metrics never stop mail: the next change tries again
+        with self.write_lock:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"written": time.time(), "values": rows}, f)
+                os.replace(tmp, self.path)
+            except OSError:
+                pass  # metrics never stop mail: the next change tries again
 
 
 def load(path: Path) -> dict[Key, float]:

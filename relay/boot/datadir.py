@@ -76,7 +76,7 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.NGINX_TEMP, "root", "root", 0o755),
     # Counters: each helper writes its own directory; the group relaymetrics (the
     # exporter) reads them all (set-group-id: new files get that group).
-    Dir(paths.METRICS, "root", counters.GROUP, 0o750),
+    Dir(paths.METRICS, "root", "root", 0o755),
     *(Dir(paths.METRICS / service, user, counters.GROUP, 0o2750)
       for service, user in counters.SERVICES.items()),
 )

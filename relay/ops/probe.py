@@ -141,6 +141,8 @@ def _tls(raw_connect, host: str, contexts: ClientContexts, verify: bool) -> TLSR
                                  version=tls.version() or "")
     except ssl.SSLCertVerificationError as exc:
         error = exc.verify_message or str(exc)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return TLSResult(False, f"TLS handshake failed: {error_text(exc)}")
     try:
         with raw_connect() as raw:
             with contexts.get(False, None).wrap_socket(raw, server_hostname=host) as tls:
