@@ -226,3 +226,36 @@ def test_metrics_listen_refuses(text):
 def test_split_listen():
     assert split_listen("[::]:9100") == ("::", 9100)
     assert split_listen("127.0.0.1:9100") == ("127.0.0.1", 9100)
+
+
+def test_push_outcomes_and_pending_are_counted(tmp_path, monkeypatch):
+    import asyncio
+
+    from relay.notify import push
+    monkeypatch.setattr(push, "FIRST_RETRY", 0.02)
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "queue").mkdir()
+    tokens = push.TokenStore(tmp_path / "tokens")
+    tokens.add("alice@chat.example.org", "openpgp:one")
+    answers = [503, 200]
+    notifier = push.Notifier(tokens, push.Spool(tmp_path / "queue"), lambda token: answers.pop(0))
+    counters.setup("none", tmp_path)
+    before = counters.recorded()
+
+    def count(outcome):
+        k = counters.key("chatmail_push_notifications_total", {"outcome": outcome})
+        return counters.recorded().get(k, 0) - before.get(k, 0)
+
+    async def scenario():
+        notifier.new_message("alice@chat.example.org")
+        assert counters.recorded()[counters.key("chatmail_push_pending", {})] == 1
+        task = asyncio.create_task(notifier.run())
+        for _ in range(500):
+            if not notifier.pending:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert (count("retry"), count("sent")) == (1, 1)
+    assert counters.recorded()[counters.key("chatmail_push_pending", {})] == 0
