@@ -17,8 +17,10 @@ not declared raises ``KeyError`` (a unit test catches the typo).
 
 Each process keeps its values in memory and writes them to its own file,
 ``/run/relay/metrics/<service>/values.json`` (see :data:`SERVICES`): the
-directory belongs to the helper's own user and the group ``relaymetrics``
-(set-group-id, so the files are readable by that group only). The exporter
+directory belongs to the helper's own user and the group ``relaymetrics``, mode
+0750, so only the helper and the exporter reach the file inside (mode 0644: the
+directory is the gate, because a container without CAP_FSETID cannot make a
+set-group-id directory for a group root is not in). The exporter
 (``relay.ops.metrics``: the program relay-metrics, user relaymetrics) and
 ``relayctl metrics`` (root) read
 every file and add what is measured at scrape time (``relay.ops.collect``). A
@@ -185,7 +187,7 @@ class Recorder:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         with self.write_lock:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 with os.fdopen(fd, "w") as f:
                     json.dump({"written": time.time(), "values": rows}, f)
                 os.replace(tmp, self.path)

@@ -75,9 +75,9 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.SIEVE_BIN, "vmail", "vmail", 0o700),
     Dir(paths.NGINX_TEMP, "root", "root", 0o755),
     # Counters: each helper writes its own directory; the group relaymetrics (the
-    # exporter) reads them all (set-group-id: new files get that group).
+    # exporter) may enter them all (relay.counters).
     Dir(paths.METRICS, "root", "root", 0o755),
-    *(Dir(paths.METRICS / service, user, counters.GROUP, 0o2750)
+    *(Dir(paths.METRICS / service, user, counters.GROUP, 0o750)
       for service, user in counters.SERVICES.items()),
 )
 
