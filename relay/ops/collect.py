@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay import counters, paths
@@ -30,6 +31,7 @@ from relay.wire.tls import client_context
 # (relay.boot.startup.context: proxied_imap_port; a unit test keeps them equal).
 IMAP_PORTS = (993, 8993)
 DKIM_CACHE_SECONDS = 300.0
+CERT_CACHE_SECONDS = 300.0
 Values = dict[counters.Key, float]
 
 
@@ -87,12 +89,20 @@ def imap_gauges(values: Values) -> None:
     put(values, "chatmail_imap_connections", hibernated, state="hibernated")
 
 
+_cert_cache: list[tuple[float, datetime]] = []
+
+
 def certificate_gauge(values: Values) -> None:
-    with socket.create_connection(("127.0.0.1", 443), 5) as raw:
-        with client_context(verify=False).wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True) or b""
-    info = probe.describe_certificate(der)
-    put(values, "chatmail_certificate_days_left", info["days_left"])
+    """Days left of the certificate port 443 serves (looked at every
+    CERT_CACHE_SECONDS: a TLS handshake and ``openssl x509`` cost about 0.5 s)."""
+    if not _cert_cache or time.monotonic() - _cert_cache[0][0] > CERT_CACHE_SECONDS:
+        with socket.create_connection(("127.0.0.1", 443), 5) as raw:
+            with client_context(verify=False).wrap_socket(raw) as tls:
+                der = tls.getpeercert(binary_form=True) or b""
+        not_after = datetime.fromisoformat(probe.describe_certificate(der)["not_after"])
+        _cert_cache[:] = [(time.monotonic(), not_after)]
+    left = (_cert_cache[0][1] - datetime.now(UTC)).total_seconds() / 86400
+    put(values, "chatmail_certificate_days_left", round(left, 2))
 
 
 _dkim_cache: dict[str, tuple[float, float]] = {}

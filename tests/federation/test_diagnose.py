@@ -27,6 +27,7 @@ def why(fed, target: str) -> tuple[int, dict, str]:
     as_json = fed.a.exec("relayctl", "why", "--json", target, check=False)
     as_text = fed.a.exec("relayctl", "why", target, check=False)
     assert as_json.returncode == as_text.returncode, as_text.stdout + as_text.stderr
+    print(f"\n$ relayctl why {target}  (exit {as_text.returncode})\n{as_text.stdout}")
     return as_json.returncode, json.loads(as_json.stdout), as_text.stdout
 
 
@@ -102,6 +103,7 @@ def test_queue_groups_deferred_mail_by_domain_and_reason_then_retries(fed, peers
         assert row["reason"] == "connection-refused" and row["messages"] == 1, row
         assert row["next_retry_in_seconds"] is not None and row["oldest_age_seconds"] >= 0
         text = fed.a.exec("relayctl", "queue").stdout
+        print("\n$ relayctl queue\n" + text)
         assert re.search(rf"{re.escape(CLOSED)}\s+connection refused\s+1\s+1", text), text
         for local in (rcpt.split("@")[0], alice["email"].split("@")[0]):
             assert local not in text and local not in json.dumps(data)
