@@ -103,7 +103,7 @@ def _cert_problem(tls: probe.TLSResult | None) -> str:
     cert = tls.certificate
     names = ", ".join(cert.get("names", [])) or cert.get("subject", "?")
     extra = f" (it names {names}; expires {cert.get('not_after', '?')[:10]})" if cert else ""
-    return f"{tls.error}{extra}"
+    return f"{tls.error.rstrip('.')}{extra}"
 
 
 def decide(r: Report) -> None:
@@ -172,9 +172,11 @@ def _failure(r: Report) -> str:
 
 
 def as_json(r: Report) -> dict:
-    """The JSON of ``relayctl why --json``."""
+    """The JSON of ``relayctl why --json``: the report, the exit status, and the
+    human form under ``text``."""
     data = asdict(r)
     data["exit_status"] = 0 if r.ok else 1
+    data["text"] = text(r)
     return data
 
 
