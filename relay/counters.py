@@ -152,12 +152,14 @@ class Recorder:
                                if METRICS[k[0]].kind == "counter")
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` to the counter ``name`` with ``labels`` (see :func:`key`)."""
         k = key(name, labels)
         with self.lock:
             self.values[k] = self.values.get(k, 0.0) + amount
         self._changed()
 
     def set(self, name: str, value: float, **labels: str) -> None:
+        """Set the gauge ``name`` with ``labels`` to ``value``."""
         k = key(name, labels)
         with self.lock:
             self.values[k] = float(value)
@@ -344,6 +346,7 @@ class Snapshot:
         self.values = values
 
     def collect(self) -> list[Any]:
+        """The metric families, as prometheus_client's ``generate_latest`` asks for them."""
         return families(self.values)
 
 

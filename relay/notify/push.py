@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relay import counters
 from relay.wire.backoff import exponential
 
 log = logging.getLogger("relay-metadata")
@@ -301,7 +300,6 @@ class Notifier:
         for item in self.spool.load():
             self.pending[item.key] = item
             self._schedule(item, now)
-        counters.set_gauge("chatmail_push_pending", len(self.pending))
         return len(self.pending)
 
     def new_message(self, address: str) -> int:
@@ -316,7 +314,6 @@ class Notifier:
                 self.spool.save(item)
                 self.pending[key] = item
                 self._schedule(item, now)
-                counters.set_gauge("chatmail_push_pending", len(self.pending))
             else:
                 item.since = now
                 if item.in_flight:
@@ -353,11 +350,9 @@ class Notifier:
             self.slots.release()
         item.in_flight = False
         now = self.clock()
-        counters.inc("chatmail_push_notifications_total", outcome=outcome)
         if outcome == "retry":
             item.failures += 1
             if now - item.since > GIVE_UP_AFTER:
-                counters.inc("chatmail_push_notifications_total", outcome="given_up")
                 log.warning("a notification was given up after %d attempts", item.failures)
                 self._forget(item)
                 return
@@ -375,7 +370,6 @@ class Notifier:
     def _forget(self, item: Pending) -> None:
         self.pending.pop(item.key, None)
         self.spool.delete(item)
-        counters.set_gauge("chatmail_push_pending", len(self.pending))
 
     async def _send(self, item: Pending) -> str:
         """'sent', 'retry', or 'dropped'."""

@@ -36,10 +36,13 @@ Values = dict[counters.Key, float]
 
 
 def put(values: Values, name: str, value: float, **labels: str) -> None:
+    """Set one sample of ``values`` (label rules of relay.counters.key)."""
     values[counters.key(name, labels)] = float(value)
 
 
 def queue_gauges(values: Values, now: float | None = None) -> None:
+    """Messages per Postfix queue and the oldest one's age (``postqueue -j``, which
+    the group postdrop may run). Raises RuntimeError when Postfix cannot be asked."""
     messages = queue_mod.read_queue()
     report = queue_mod.report(messages, {}, now)
     for name in counters.METRICS["chatmail_queue_messages"].labels["queue"]:

@@ -25,15 +25,18 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Handler(BaseHTTPRequestHandler):
+    """``GET /metrics`` (or ``/``): 200 with the text format; anything else 404."""
     server_version = "chatmail-metrics"
     sys_version = ""
     settings: Settings
     lock = threading.Lock()
 
-    def log_message(self, format: str, *args) -> None:  # no per-request lines, no addresses
+    def log_message(self, format: str, *args) -> None:
+        """No line per request (it would name the scraper's address)."""
         pass
 
     def do_GET(self) -> None:
+        """Answer a scrape: every value collected now (relay.ops.collect)."""
         if self.path.split("?")[0] not in ("/metrics", "/"):
             self.send_error(404)
             return
@@ -47,6 +50,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
+    """A thread per connection; the threads never hold up the process's exit."""
     daemon_threads = True
 
 
@@ -61,6 +65,7 @@ def make_server(listen: str) -> Server:
 
 
 def main() -> None:
+    """relay-metrics: serve METRICS_LISTEN for ever; exit 1 when it is empty."""
     settings = settings_mod.from_environment()
     logs.setup("relay-metrics", settings.log_level, settings.log_format)
     if not settings.metrics_listen:

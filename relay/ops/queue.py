@@ -77,6 +77,9 @@ def classify(reason: str) -> tuple[str, str | None]:
 
 @dataclass
 class Group:
+    """Deferred recipients of one domain with one reason class (and reply code):
+    counts, the oldest arrival and the soonest retry (Unix times), one scrubbed
+    reason as ``detail``."""
     domain: str
     reason: str
     code: str | None
@@ -111,6 +114,7 @@ def retry_times(queue_dir: Path = paths.POSTFIX_QUEUE) -> dict[str, float]:
 
 
 def domain_of(address: str) -> str:
+    """The domain of an address in lower case, ``(none)`` for the null sender."""
     return address.rpartition("@")[2].lower().rstrip(".") or "(none)"
 
 

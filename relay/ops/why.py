@@ -27,6 +27,8 @@ from relay.wire.tls import ClientContexts
 
 @dataclass
 class HostReport:
+    """What one MX host showed: its addresses, an IPv6 route (None: no AAAA), the
+    HTTPS and port 25 probes (None: not probed, the host has no address)."""
     host: str
     addresses: dict[str, list[str]]
     ipv6_route: bool | None
@@ -36,6 +38,7 @@ class HostReport:
 
 @dataclass
 class Report:
+    """Everything ``relayctl why`` found for one domain, and its decision."""
     domain: str
     verify_certificates: bool
     ipv6_here: bool
@@ -62,12 +65,14 @@ def sender_takes_unmarked_answers() -> bool:
 
 
 def https_usable(result: probe.HTTPSResult | None) -> bool:
+    """Whether relay-mxsend would deliver over HTTPS to a host that answered so."""
     if result is None:
         return False
     return result.kind == "relay" or (result.kind == "reference" and sender_takes_unmarked_answers())
 
 
 def probe_host(host: str, verify: bool, contexts: ClientContexts, helo: str) -> HostReport:
+    """Addresses, then HTTPS and port 25 of one MX host (no probes without an address)."""
     found = probe.addresses(host)
     v6 = found.get("AAAA", [])
     report = HostReport(host, found, probe.routable(v6[0]) if v6 else None)
