@@ -29,11 +29,14 @@ live on /run, so counters start at zero with the container (Prometheus expects
 counter resets).
 
 To add a metric: a row in :data:`METRICS`. A new helper process that records:
-a row in :data:`SERVICES` (its name and Unix user) and ``counters.setup(name)``.
+a row in :data:`SERVICES` (its name and Unix user) and ``counters.setup(name)``
+(a short-lived one, e.g. a relayctl command run as root, too: its values are
+written at exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import threading
@@ -223,6 +226,7 @@ def setup(service: str, root: Path = ROOT) -> Recorder:
     global _recorder
     directory = root / service
     _recorder = Recorder(directory / FILE if directory.is_dir() else None)
+    atexit.register(_recorder.write)  # a short-lived process keeps its last changes too
     return _recorder
 
 
