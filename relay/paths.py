@@ -38,6 +38,8 @@ MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.federation.mxd
 MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.federation.mxsend
 METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.notify.metadata
 COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
+METRICS = RUN / "metrics"         # one directory per helper: its counters (relay.ops.metrics)
+DKIM_RECORD = RUN / "dkim-record.txt"  # the public DKIM record, for the metrics exporter
 
 CA_BUNDLE = RUN / "ca-bundle.pem"  # Debian's CAs plus EXTRA_CA_FILE
 CERT_LOCK = RUN / "certs.lock"     # one certificate change at a time (loop or relayctl)

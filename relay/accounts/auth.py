@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import store as accounts
 from relay.settings import Settings
@@ -26,6 +26,7 @@ from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
 
 log = logging.getLogger("relay-auth")
+ACCOUNT_COUNT_INTERVAL = 60.0  # seconds: deletions (expiry, relayctl) show within this
 
 class Authority:
     """Answers lookups from the account store, creating accounts on first login."""
@@ -67,12 +68,18 @@ class Authority:
             refusal = accounts.creation_refusal(s)
             if refusal is not None:
                 log.warning("new account refused: %s", refusal)
+                counters.inc("chatmail_account_refusals_total",
+                             reason=counters.refusal_reason(refusal))
                 return None
         if reason is not None:
             log.info("no account created: %s", reason)
+            counters.inc("chatmail_account_refusals_total", reason=counters.refusal_reason(reason))
             return None
         hashed = accounts.create(address, password, self.root)
-        log.info("account created (%d in all)", accounts.count(self.root))
+        total = accounts.count(self.root)
+        log.info("account created (%d in all)", total)
+        counters.inc("chatmail_accounts_created_total", via="login")
+        counters.set_gauge("chatmail_accounts", total)
         return hashed
 
     def userdb(self, address: str) -> dict | None:
@@ -166,7 +173,9 @@ async def main() -> None:
     """
     settings = settings_mod.from_environment()
     logs.setup("relay-auth", settings.log_level, settings.log_format)
+    counters.setup("relay-auth")
     authority = Authority(settings)
+    counters.refresh_every(ACCOUNT_COUNT_INTERVAL, "chatmail_accounts", accounts.count)
     servers = [
         await stream_server(lambda r, w: serve_dict(authority, r, w), paths.AUTH_DICT_SOCKET),
         await stream_server(lambda r, w: serve_socketmap(authority, r, w),

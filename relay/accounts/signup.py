@@ -13,7 +13,7 @@ import logging
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import quote
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import store as accounts
 from relay.settings import Settings
@@ -95,7 +95,10 @@ class Handler(BaseHTTPRequestHandler):
         refusal = accounts.creation_refusal(self.settings)
         if refusal is not None:
             log.warning("/new refused: %s", refusal)
+            counters.inc("chatmail_signups_total", outcome="refused")
+            counters.inc("chatmail_account_refusals_total", reason=counters.refusal_reason(refusal))
             return self._json(503, {"error": "this relay does not create new accounts right now"})
+        counters.inc("chatmail_signups_total", outcome="served")
         self._json(200, new_account(self.settings))
 
     def do_GET(self) -> None:
@@ -115,6 +118,7 @@ def main() -> None:
     """relay-signup: read the settings and serve ``paths.SIGNUP_SOCKET`` for ever (threaded)."""
     settings = settings_mod.from_environment()
     logs.setup("relay-signup", settings.log_level, settings.log_format)
+    counters.setup("relay-signup")
     Handler.settings = settings
     unixhttp.serve(Handler, paths.SIGNUP_SOCKET, log)
 

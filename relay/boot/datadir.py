@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from relay import paths
+from relay import counters, paths
 
 log = logging.getLogger("relay.boot.datadir")
 
@@ -74,6 +74,11 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.DOVECOT_STATE, "root", "root", 0o755),
     Dir(paths.SIEVE_BIN, "vmail", "vmail", 0o700),
     Dir(paths.NGINX_TEMP, "root", "root", 0o755),
+    # Counters: each helper writes its own directory; the group relaymetrics (the
+    # exporter) may enter them all (relay.counters).
+    Dir(paths.METRICS, "root", "root", 0o755),
+    *(Dir(paths.METRICS / service, user, counters.GROUP, 0o750)
+      for service, user in counters.SERVICES.items()),
 )
 
 

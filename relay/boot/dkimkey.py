@@ -102,3 +102,13 @@ def txt_record_value() -> str:
     if published and record_p(published) == p:
         return published
     return f"v=DKIM1; k=rsa; p={p}"
+
+
+def write_public_record(path: Path) -> None:
+    """Write ``<selector> <TXT record value>`` to ``path`` (mode 0644): the public half,
+    for helpers that may not read /data/dkim (the metrics exporter compares it with DNS).
+    Start-up writes it, and an import that changes the key or selector again."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(f"{selector()} {txt_record_value()}\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

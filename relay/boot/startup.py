@@ -109,6 +109,7 @@ def prepare(settings: Settings) -> dict:
     datadir.prepare()
     source = certs.prepare(settings)
     dkim.ensure_key()
+    dkim.write_public_record(paths.DKIM_RECORD)
     ipv6 = system.ipv6_available()
     log.info("domain %s, TLS certificate: %s, IPv6 %s", settings.mail_domain, source,
              "available" if ipv6 else "not available: listening on IPv4 only")

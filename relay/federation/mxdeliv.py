@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.settings import Settings
 from relay.wire import unixhttp
@@ -203,6 +203,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self, answer: Answer, extra: dict | None = None) -> None:
         body = json.dumps(answer.payload).encode() + b"\n"
+        if self.command == "POST":
+            counters.inc("chatmail_mxdeliv_requests_total", status=str(answer.status))
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -281,6 +283,7 @@ def main() -> None:
     """relay-mxdeliv: read the settings and serve ``paths.MXDELIV_SOCKET`` for ever (threaded)."""
     settings = settings_mod.from_environment()
     logs.setup("relay-mxdeliv", settings.log_level, settings.log_format)
+    counters.setup("relay-mxdeliv")
     Handler.settings = settings
     unixhttp.serve(Handler, paths.MXDELIV_SOCKET, log)
 

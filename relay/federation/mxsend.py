@@ -19,7 +19,7 @@ from pathlib import Path
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.federation.outbound import Sender
 from relay.federation.replies import Replies
@@ -151,6 +151,7 @@ async def main() -> None:
     """
     settings = settings_mod.from_environment()
     logs.setup("relay-mxsend", settings.log_level, settings.log_format)
+    counters.setup("relay-mxsend")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
     sender = Sender(helo=settings.mail_domain, tls=ClientContexts())
 

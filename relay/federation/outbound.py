@@ -43,6 +43,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from relay import counters
 from relay.federation.replies import (
     MARKER,
     HttpAnswer,
@@ -84,6 +85,15 @@ class Destination:
     domain: str
     hosts: tuple[str, ...]
     verify: bool   # check the peer's certificate against the host name
+
+
+def count(path: str, replies: Replies) -> Replies:
+    """Record each recipient's outcome in ``chatmail_federation_recipients_total``
+    (``path``: https, smtp or none) and return ``replies``."""
+    for reply in replies.values():
+        outcome = {"2": "delivered", "4": "deferred"}.get(reply[:1], "bounced")
+        counters.inc("chatmail_federation_recipients_total", path=path, outcome=outcome)
+    return replies
 
 
 # --- where to deliver -----------------------------------------------------------------
@@ -312,7 +322,7 @@ class Sender:
             dest = self.resolve(domain)
         except DeliveryError as exc:
             log.info("%s: not delivered: %s", domain, exc.reply)
-            return {r: exc.reply for r in recipients}
+            return count("none", {r: exc.reply for r in recipients})
         last = "no MX host"
         deadline = time.monotonic() + DOMAIN_BUDGET
         for host in dest.hosts:
@@ -323,7 +333,7 @@ class Sender:
                 return replies
         reply = f"451 4.4.1 No mail server of {domain} reachable: {last}"
         log.warning("%s: deferred: %s", domain, last)
-        return {r: reply for r in recipients}
+        return count("none", {r: reply for r in recipients})
 
     def _to_host(self, dest: Destination, host: str, mail_from: str, recipients: list[str],
                  data: bytes) -> tuple[Replies | None, str]:
@@ -334,7 +344,7 @@ class Sender:
         if age is None:
             replies, last = self._https(dest, host, mail_from, recipients, data)
             if replies is not None:
-                return replies, last
+                return count("https", replies), last
             log.info("%s: https to %s failed (%s): trying smtp", domain, host, last)
         else:
             log.info("%s: https to %s skipped (smtp only since %d s): trying smtp",
@@ -351,7 +361,7 @@ class Sender:
             self.smtp_only.add(host)
             log.info("%s: %s gets smtp only for the next %d min", domain, host,
                      self.smtp_only.period // 60)
-        return replies, ""
+        return count("smtp", replies), ""
 
     def _https(self, dest: Destination, host: str, mail_from: str, recipients: list[str],
                data: bytes) -> tuple[Replies | None, str]:

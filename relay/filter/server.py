@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.filter import dkimverify as dkimcheck
 from relay.filter import guard, headers, policy
@@ -89,10 +89,19 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """End of DATA: the message's verdict as the SMTP reply. A refusal (523, 553, 554, DKIM
-        550/451, rate limit 450 4.7.1) is answered at once; an accepted message (outgoing: its
-        Subject replaced by ``[...]``, SPEC §3) is answered with Postfix's own reply to its
-        reinjection, so a 250 means it is queued on /data.
+        """End of DATA: the message's verdict as the SMTP reply (:meth:`decide`), counted in
+        ``chatmail_messages_total`` by direction, outcome and reason (relay.counters)."""
+        reply = await self.decide(envelope)
+        outcome, reason = counters.message_outcome(reply)
+        counters.inc("chatmail_messages_total", direction=self.direction, outcome=outcome,
+                     reason=reason)
+        return reply
+
+    async def decide(self, envelope: Envelope) -> str:
+        """The reply to the end of DATA. A refusal (523, 553, 554, DKIM 550/451, rate limit
+        450 4.7.1) is answered at once; an accepted message (outgoing: its Subject replaced by
+        ``[...]``, SPEC §3) is answered with Postfix's own reply to its reinjection, so a 250
+        means it is queued on /data.
         """
         data = envelope.original_content or b""
         loop = asyncio.get_running_loop()
@@ -139,6 +148,7 @@ async def main() -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd: one line per command
     settings = settings_mod.from_environment()
     logs.setup("relay-filter", settings.log_level, settings.log_format)
+    counters.setup("relay-filter")
     limiter = TokenBucket(settings.max_user_send_per_minute, settings.max_user_send_burst)
     servers = [
         await serve(Handler("outgoing", settings, limiter, paths.REINJECT_OUT),

@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay import logs, paths
+from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import store as accounts
 from relay.notify import push, turn
@@ -42,6 +42,7 @@ from relay.wire.listen import stream_server
 from relay.wire.tls import client_context
 
 log = logging.getLogger("relay-metadata")
+PENDING_INTERVAL = 5.0  # seconds between updates of the chatmail_push_pending gauge
 
 DEVICETOKEN_KEY = re.compile(r"^priv/[0-9a-f]{32}/devicetoken$")
 SERVER_KEY = re.compile(
@@ -200,15 +201,30 @@ async def serve(service: MetadataService, reader: asyncio.StreamReader,
     await serve_dict_lines(DictConnection(service).handle, reader, writer, log)
 
 
+class CountedNotifier(push.Notifier):
+    """push.Notifier whose attempts are counted in ``chatmail_push_notifications_total``
+    (relay.counters): sent, retry, dropped, and given_up for a retry past
+    push.GIVE_UP_AFTER (the rule Notifier._attempt applies right after)."""
+
+    async def _send(self, item: push.Pending) -> str:
+        outcome = await super()._send(item)
+        counters.inc("chatmail_push_notifications_total", outcome=outcome)
+        if outcome == "retry" and self.clock() - item.since > push.GIVE_UP_AFTER:
+            counters.inc("chatmail_push_notifications_total", outcome="given_up")
+        return outcome
+
+
 async def main() -> None:
     """relay-metadata: read the settings, restore the pending notifications from /data/push/queue,
     then serve ``paths.METADATA_SOCKET`` and send notifications for ever.
     """
     settings = settings_mod.from_environment()
     logs.setup("relay-metadata", settings.log_level, settings.log_format)
+    counters.setup("relay-metadata")
     tokens = push.TokenStore(paths.PUSH_TOKENS)
     gateway = push.Gateway(settings.push_gateway_url, client_context())
-    notifier = push.Notifier(tokens, push.Spool(paths.PUSH_QUEUE), gateway.post)
+    notifier = CountedNotifier(tokens, push.Spool(paths.PUSH_QUEUE), gateway.post)
+    counters.refresh_every(PENDING_INTERVAL, "chatmail_push_pending", lambda: len(notifier.pending))
     restored = notifier.restore()
     secret = turn.read_secret(paths.TURN_SECRET) if settings.turn else ""
     if settings.turn and not secret:

@@ -181,7 +181,23 @@ COMMANDS: tuple[Command, ...] = (
                                       "help": "leave accounts that exist here with another "
                                               "password as they are, import the others"}),
              JSON)),
+    Command("queue", "deferred mail by destination domain and reason; 'retry [DOMAIN]' tries "
+            "again now", lambda args: _ops("queue").command(args),
+            ((("action",), {"nargs": "?", "choices": ["show", "retry"], "default": "show"}),
+             (("domain",), {"nargs": "?", "help": "with retry: only this domain"}), JSON)),
+    Command("why", "why mail to ADDRESS or DOMAIN is stuck: DNS, HTTPS /mxdeliv, port 25, "
+            "queue, probed now; exit 0 when delivery would work", lambda args: _ops("why").command(args),
+            ((("target",), {"help": "an address (its local part is never shown) or a domain"}),
+             JSON)),
+    Command("metrics", "the Prometheus metrics that METRICS_LISTEN serves",
+            lambda args: _ops("metrics").command(args), (JSON,)),
 )
+
+
+def _ops(name: str) -> Any:
+    """relay.ops.<name>, imported when its command runs (relayctl starts fast)."""
+    import importlib
+    return importlib.import_module(f"relay.ops.{name}")
 
 
 def parser() -> argparse.ArgumentParser:

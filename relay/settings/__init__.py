@@ -31,6 +31,7 @@ from relay.settings.parsers import (
     http_url_or_empty,
     integer,
     ip_list,
+    listen_address_or_empty,
     number,
     parse_domain,
     port_range,
@@ -236,6 +237,12 @@ class Settings:
         "two port numbers from 1024 to 65535 joined by '-', at most 1000 ports",
         "UDP ports the TURN server relays calls through; `compose.yaml` publishes the same "
         "range. Each call through the relay needs one or two of them.")
+    metrics_listen: str = setting(
+        "METRICS_LISTEN", "", listen_address_or_empty,
+        "ADDRESS:PORT such as 127.0.0.1:9100 or [::]:9100 (IPv6 in brackets), or empty",
+        "Where the Prometheus metrics are served (`GET /metrics`, text format); empty: "
+        "no exporter runs. `compose.yaml` does not publish it: publish it yourself, to a "
+        "private address only. `relayctl metrics` prints the same at any time.")
     log_level: str = setting(
         "LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
         "one of debug, info, warning, error",

@@ -193,3 +193,35 @@ def email_or_empty(text: str) -> str:
     if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
         raise ValueError("not an e-mail address")
     return value
+
+
+# Ports the relay itself listens on (public, and on loopback behind port 443).
+RESERVED_PORTS = (25, 80, 443, 465, 587, 993, 3478, 8443, 8465, 8993)
+
+
+def listen_address_or_empty(text: str) -> str:
+    """``ADDRESS:PORT`` with an IPv4 address or a bracketed IPv6 one
+    (``127.0.0.1:9100``, ``[::]:9100``), normalised; empty: off. The port may not
+    be one the relay already uses."""
+    value = text.strip()
+    if not value:
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("needs ADDRESS:PORT with a port from 1 to 65535")
+    if int(port) in RESERVED_PORTS:
+        raise ValueError(f"port {port} is one of the relay's own")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if address.version == 6 and not bracketed:
+        raise ValueError("an IPv6 address needs brackets, e.g. [::]:9100")
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """(address, port) of a value of :func:`listen_address_or_empty`."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -231,6 +231,7 @@ def reload_signing(settings: Settings) -> str:
     from relay.boot import render, startup
     context = startup.context(settings, system.ipv6_available())
     render.render_one("etc/opendkim.conf.j2", context, root=paths.RENDERED)
+    dkimkey.write_public_record(paths.DKIM_RECORD)
     done = subprocess.run([*SUPERVISORCTL, "restart", "opendkim"], capture_output=True, text=True)
     if done.returncode != 0:
         return f"OpenDKIM did not restart ({done.stdout.strip()}): restart the container"

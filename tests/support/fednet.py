@@ -32,6 +32,7 @@ RELAY_ENV = {
     "MAX_MESSAGE_SIZE": "2M",          # small, so the size refusals are cheap to test
     "NEW_ACCOUNTS_PER_MINUTE": "6000",
     "CREATE_MAX_LOAD": "1000",         # a busy shared test machine must not stop /new
+    "METRICS_LISTEN": "0.0.0.0:9100",  # scraped from the test network (tests/federation/test_metrics.py)
 }
 
 CLASSIC_SETUP = """
