@@ -45,14 +45,18 @@ def template_names(templates: Path = paths.CONFIG_TEMPLATES) -> list[str]:
 
 
 def render_all(context: dict[str, Any], root: Path = Path("/"),
-               templates: Path = paths.CONFIG_TEMPLATES) -> list[Path]:
-    """Write every template below ``templates`` to the path it mirrors under ``root`` (``.j2`` files
-    rendered with ``context``, others copied), each atomically with mode 0644; returns the paths
-    written. Raises jinja2.UndefinedError for a variable ``context`` lacks.
+               templates: Path = paths.CONFIG_TEMPLATES, only: str = "") -> list[Path]:
+    """Write every template below ``templates`` whose name starts with ``only`` (all by
+    default; ``var/www/`` for the web pages alone) to the path it mirrors under ``root``
+    (``.j2`` files rendered with ``context``, others copied), each atomically with mode
+    0644; returns the paths written. Raises jinja2.UndefinedError for a variable
+    ``context`` lacks.
     """
     env = environment(templates)
     written = []
     for name in template_names(templates):
+        if not name.startswith(only):
+            continue
         if name.endswith(".j2"):
             text = env.get_template(name).render(**context)
             target = root / name[:-3]
