@@ -162,11 +162,12 @@ def cmd_account(args: argparse.Namespace) -> int:
                f"{address} is enabled" if was else f"{address} was not disabled")
         return 0
     report = purge.purge(address)
-    found = any(v for k, v in report.items() if k != "was_disabled")
+    found = any(report.values())
+    parts = [k.replace("_", " ") if v is True else f"{k.replace('_', ' ')}: {v}"
+             for k, v in report.items() if v]
     _print({"address": address, "deleted": report}, args.json,
-           f"{address}: deleted " + ", ".join(f"{k.replace('_', ' ')} ({v})"
-                                              for k, v in report.items() if v)
-           if found else f"{address}: no account, nothing deleted")
+           f"{address}: deleted ({', '.join(parts)})" if found
+           else f"{address}: no account, nothing deleted")
     return 0 if found else 1
 
 
