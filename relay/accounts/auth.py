@@ -42,6 +42,7 @@ DISABLED_REPLIES = {
     "disabled-sender": "550 5.7.1 This account is disabled",
 }
 
+
 class Authority:
     """Answers lookups from the account store, creating accounts on first login."""
 

@@ -25,8 +25,6 @@ from relay import paths
 from relay import settings as settings_mod
 from relay.accounts import disabled, invites, registration
 from relay.accounts import store as accounts
-from relay.boot import pages
-from relay.store import purge
 
 
 def _auth_owner() -> tuple[int, int]:
@@ -47,6 +45,7 @@ def registration_state(values: settings_mod.Settings) -> dict:
 
 
 def _set_mode(values: settings_mod.Settings, mode: str | None) -> None:
+    from relay.boot import pages  # (imported when needed: relayctl starts faster)
     registration.set_override(mode)
     pages.render(values)  # the home page shows the mode
 
@@ -135,6 +134,7 @@ def _address(values: settings_mod.Settings, text: str) -> str:
 def cmd_account(args: argparse.Namespace) -> int:
     """``relayctl account disable|enable|delete ADDRESS`` and ``account list``. 0; 1 when
     delete finds nothing of the address; 2 for a missing or foreign address."""
+    from relay.store import purge
     values = settings_mod.from_environment()
     if args.action == "list":
         return _list(args)
