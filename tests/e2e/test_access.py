@@ -272,6 +272,12 @@ def test_disable_and_enable(relay):
     assert code == 550 and b"5.2.1" in text and b"disabled" in text
     code, text = rcpt_from_outside(relay, a["email"])
     assert code == 550 and b"5.2.1" in text
+    conn = http.client.HTTPSConnection("127.0.0.1", relay.port(443), context=insecure_tls(),
+                                       timeout=20)            # another relay, over HTTPS
+    conn.request("POST", "/mxdeliv", body=securejoin_request("x@example.org", a["email"]),
+                 headers={"Host": DOMAIN, "X-Mail-From": "x@example.org", "X-Mail-To": a["email"]})
+    answer = conn.getresponse()
+    assert answer.status != 200 and b"5.2.1" in answer.read()
 
     # c is disabled and its account goes for inactivity: the address stays blocked
     relay.exec("sh", "-c", f"relayctl account disable {c['email']} && "
