@@ -48,7 +48,7 @@ def source(settings: Settings) -> str:
     if override() is None:
         return f"REGISTRATION={settings.registration}" if settings.account_creation \
             else "ACCOUNT_CREATION=off"
-    return f"set with relayctl registration (REGISTRATION={settings.registration})"
+    return f"set with relayctl registration; REGISTRATION={settings.registration}"
 
 
 def set_override(value: str | None) -> None:

@@ -75,9 +75,11 @@ def cmd_accounts_switch(args: argparse.Namespace) -> int:
 # --- invites -----------------------------------------------------------------------------
 
 def qr_image(text: str, kind: str) -> bytes:
-    """``text`` as a QR code: ``png``, ``svg`` or ``terminal`` (UTF-8 blocks)."""
+    """``text`` as a QR code: ``png``, ``svg`` or ``terminal`` (UTF-8 half blocks; on a
+    terminal with explicit black-on-white colours, so it scans whatever the theme)."""
+    terminal = "ANSIUTF8" if sys.stdout.isatty() else "UTF8"
     form = {"png": ["-t", "PNG", "-s", "8"], "svg": ["-t", "SVG"],
-            "terminal": ["-t", "UTF8"]}[kind]
+            "terminal": ["-t", terminal]}[kind]
     return subprocess.run(["qrencode", *form, "-m", "2", "-o", "-", text],
                           check=True, capture_output=True).stdout
 

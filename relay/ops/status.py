@@ -108,7 +108,8 @@ def _size(n: int) -> str:
 def _certificate(info: dict) -> str:
     if "error" in info:
         return f"{info['mode']}: {info['error']}"
-    words = [f"{info['mode']} ({info.get('source', '?')})", ", ".join(info.get("names", [])),
+    names = ", ".join(n.removeprefix("DNS:") for n in info.get("names", []))
+    words = [f"{info['mode']} ({info.get('source', '?')})", names,
              f"{info['days_left']} days left (until {info['not_after']})"]
     words.append("served on every port" if info.get("served_everywhere") else
                  "NOT served on " + ", ".join(info.get("not_served_on", [])))
