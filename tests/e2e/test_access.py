@@ -125,105 +125,6 @@ def test_closed_refuses_new_accounts_by_every_way(relay, mode):
     assert "data:image/png" in https(relay, "GET", "/")[2].decode()
 
 
-def test_invite_mode(relay, mode):
-    mode("invite")
-    [expiring] = invite_tokens(relay, valid="1s")
-    page = https(relay, "GET", "/")[2].decode()
-    assert "ask the operator for an invite" in page and "data:image/png" not in page
-    status, body = post_new(relay)
-    assert status == 403 and "invite" in body["reason"]
-    assert https(relay, "GET", "/new")[0] == 403
-
-    by_new, by_login = invite_tokens(relay, 2)
-    status, headers, _ = https(relay, "GET", f"/new?invite={by_new}")  # a link in a browser
-    assert status == 302 and headers["Location"] == f"dcaccount:https://{DOMAIN}/new?invite={by_new}"
-    before = account_names(relay)
-    status, account = post_new(relay, f"invite={by_new}")
-    assert status == 200 and account["email"] in account_names(relay)  # made at once
-    assert can_log_in(relay, account["email"], account["password"])
-    status, body = post_new(relay, f"invite={by_new}")                  # used twice
-    assert status == 403 and "already used" in body["reason"]
-
-    # create on first login: the invite in front of the password
-    assert can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
-    assert smtp_can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
-    assert in_parallel(  # each failed login waits 2 s (auth_failure_delay): at once
-        lambda: can_log_in(relay, f"invitelo2@{DOMAIN}", "longenoughpassword"),
-        lambda: can_log_in(relay, f"invitelo3@{DOMAIN}", by_login + "longenoughpassword"),
-    ) == [False, False]
-    assert account_names(relay) - before == {account["email"], f"invitelog@{DOMAIN}"}
-
-    # an expired invite is refused and forgotten
-    wait_for(lambda: relayctl(relay, "registration")["invites_valid"] == 0, 10, 0.2,
-             "the invite to expire")
-    status, body = post_new(relay, f"invite={expiring}")
-    assert status == 403 and body["code"] in ("invite_expired", "invite_unknown")
-    # nothing of any invite is left, and no log line names an invite
-    assert relay.exec("ls", "/data/invites").stdout.split() == []
-    logs = relay.logs()
-    assert by_new not in logs and by_login not in logs and expiring not in logs
-
-
-def test_one_invite_used_by_clients_at_once_makes_one_account(relay, mode):
-    mode("invite")
-    before = len(account_names(relay))
-    tokens = invite_tokens(relay, 3)
-    for token in tokens:  # by /new, four clients per invite
-        results = in_parallel(*[lambda t=token: post_new(relay, f"invite={t}")] * 4)
-        assert sorted(status for status, _ in results) == [200, 403, 403, 403], results
-    [token] = invite_tokens(relay)  # by first login, two clients with different addresses
-    results = in_parallel(
-        lambda: can_log_in(relay, f"racerone1@{DOMAIN}", token + "longenoughpassword"),
-        lambda: can_log_in(relay, f"racertwo2@{DOMAIN}", token + "longenoughpassword"))
-    assert sorted(results) == [False, True]
-    assert len(account_names(relay)) == before + 4
-
-
-# --- a real Delta Chat client with an invite link -----------------------------------------------
-
-@pytest.fixture
-def dc_in_container(relay, tmp_path):
-    """deltachat-rpc-server (the PyPI binary, statically linked) in a container that
-    resolves the relay's domain to the relay, so the core POSTs to
-    https://_chat.example.test/new?invite=... itself, as on a phone."""
-    import deltachat_rpc_server
-    binary = Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server"
-    address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", relay.name).stdout.strip()
-    name = f"relaytest-dc-{secrets.token_hex(3)}"
-    wrapper = tmp_path / "rpc-server"
-    wrapper.write_text(
-        f"#!/bin/sh\nexec {DOCKER} run --rm -i --name {name} --add-host {DOMAIN}:{address} "
-        # no resolver: names other than the relay's (autoconfig.<domain>, ...) fail at once
-        f"--dns 127.0.0.1 "
-        f"-v {tmp_path}:/dc -v {binary}:/usr/local/bin/deltachat-rpc-server:ro "
-        f"-e DC_ACCOUNTS_PATH=/dc/accounts --entrypoint /usr/local/bin/deltachat-rpc-server "
-        f"{IMAGE}\n")
-    wrapper.chmod(0o755)
-    from deltachat_rpc_client import DeltaChat, Rpc
-    try:
-        with Rpc(rpc_server_path=str(wrapper)) as rpc:
-            yield DeltaChat(rpc)
-    finally:
-        docker("rm", "-f", name, check=False)
-
-
-def test_delta_chat_joins_with_an_invite_link(relay, mode, dc_in_container):
-    mode("invite")
-    made = relayctl(relay, "invite")["invites"][0]
-    assert made["dcaccount"].startswith(f"DCACCOUNT:https://{DOMAIN}/new?invite=")
-    first = dc_in_container.add_account()
-    first.add_transport_from_qr(made["dcaccount"])   # POST /new?invite=..., then log in
-    address = first.get_config("configured_addr")
-    assert address.endswith("@" + DOMAIN) and address in account_names(relay)
-    assert [t["addr"] for t in first.list_transports()] == [address]
-    first.bring_online()   # its IMAP connection is idle: logged in on the relay
-    second = dc_in_container.add_account()
-    with pytest.raises(Exception, match="already used"):  # the reason Delta Chat shows
-        second.add_transport_from_qr(made["dcaccount"])
-    assert second.list_transports() == []
-    first.stop_io()
-
-
 # --- disable, enable, delete, list -----------------------------------------------------------------
 
 def smtp_session(relay, account):
@@ -335,3 +236,108 @@ def test_delete_leaves_nothing_on_data(relay):
     assert not any(n in names for n in needles), names
     assert contents.returncode == 1, contents.stdout
     assert relay.exec("relayctl", "account", "delete", a["email"], check=False).returncode == 1
+
+
+# --- invite mode (last in this module: the mode stays until the module ends) -----------------
+
+@pytest.fixture(scope="module")
+def invite_mode(relay):
+    relayctl(relay, "registration", "invite")
+    yield
+    relay.exec("relayctl", "registration", "default")
+
+
+def test_invite_mode(relay, invite_mode):
+    [expiring] = invite_tokens(relay, valid="1s")
+    page = https(relay, "GET", "/")[2].decode()
+    assert "ask the operator for an invite" in page and "data:image/png" not in page
+    status, body = post_new(relay)
+    assert status == 403 and "invite" in body["reason"]
+    assert https(relay, "GET", "/new")[0] == 403
+
+    by_new, by_login = invite_tokens(relay, 2)
+    status, headers, _ = https(relay, "GET", f"/new?invite={by_new}")  # a link in a browser
+    assert status == 302 and headers["Location"] == f"dcaccount:https://{DOMAIN}/new?invite={by_new}"
+    before = account_names(relay)
+    status, account = post_new(relay, f"invite={by_new}")
+    assert status == 200 and account["email"] in account_names(relay)  # made at once
+    assert can_log_in(relay, account["email"], account["password"])
+    status, body = post_new(relay, f"invite={by_new}")                  # used twice
+    assert status == 403 and "already used" in body["reason"]
+
+    # create on first login: the invite in front of the password
+    assert can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
+    assert smtp_can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
+    assert in_parallel(  # each failed login waits 2 s (auth_failure_delay): at once
+        lambda: can_log_in(relay, f"invitelo2@{DOMAIN}", "longenoughpassword"),
+        lambda: can_log_in(relay, f"invitelo3@{DOMAIN}", by_login + "longenoughpassword"),
+    ) == [False, False]
+    assert account_names(relay) - before == {account["email"], f"invitelog@{DOMAIN}"}
+
+    # an expired invite is refused and forgotten
+    wait_for(lambda: relayctl(relay, "registration")["invites_valid"] == 0, 10, 0.2,
+             "the invite to expire")
+    status, body = post_new(relay, f"invite={expiring}")
+    assert status == 403 and body["code"] in ("invite_expired", "invite_unknown")
+    # nothing of any invite is left, and no log line names an invite
+    assert relay.exec("ls", "/data/invites").stdout.split() == []
+    logs = relay.logs()
+    assert by_new not in logs and by_login not in logs and expiring not in logs
+
+
+def test_one_invite_used_by_clients_at_once_makes_one_account(relay, invite_mode):
+    before = len(account_names(relay))
+    tokens = invite_tokens(relay, 3)
+    for token in tokens:  # by /new, four clients per invite
+        results = in_parallel(*[lambda t=token: post_new(relay, f"invite={t}")] * 4)
+        assert sorted(status for status, _ in results) == [200, 403, 403, 403], results
+    [token] = invite_tokens(relay)  # by first login, two clients with different addresses
+    results = in_parallel(
+        lambda: can_log_in(relay, f"racerone1@{DOMAIN}", token + "longenoughpassword"),
+        lambda: can_log_in(relay, f"racertwo2@{DOMAIN}", token + "longenoughpassword"))
+    assert sorted(results) == [False, True]
+    assert len(account_names(relay)) == before + 4
+
+
+# --- a real Delta Chat client with an invite link -----------------------------------------------
+
+@pytest.fixture
+def dc_in_container(relay, tmp_path):
+    """deltachat-rpc-server (the PyPI binary, statically linked) in a container that
+    resolves the relay's domain to the relay, so the core POSTs to
+    https://_chat.example.test/new?invite=... itself, as on a phone."""
+    import deltachat_rpc_server
+    binary = Path(deltachat_rpc_server.__file__).parent / "deltachat-rpc-server"
+    address = docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", relay.name).stdout.strip()
+    name = f"relaytest-dc-{secrets.token_hex(3)}"
+    wrapper = tmp_path / "rpc-server"
+    wrapper.write_text(
+        f"#!/bin/sh\nexec {DOCKER} run --rm -i --name {name} --add-host {DOMAIN}:{address} "
+        # no resolver: names other than the relay's (autoconfig.<domain>, ...) fail at once
+        f"--dns 127.0.0.1 "
+        f"-v {tmp_path}:/dc -v {binary}:/usr/local/bin/deltachat-rpc-server:ro "
+        f"-e DC_ACCOUNTS_PATH=/dc/accounts --entrypoint /usr/local/bin/deltachat-rpc-server "
+        f"{IMAGE}\n")
+    wrapper.chmod(0o755)
+    from deltachat_rpc_client import DeltaChat, Rpc
+    try:
+        with Rpc(rpc_server_path=str(wrapper)) as rpc:
+            yield DeltaChat(rpc)
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
+def test_delta_chat_joins_with_an_invite_link(relay, invite_mode, dc_in_container):
+    made = relayctl(relay, "invite")["invites"][0]
+    assert made["dcaccount"].startswith(f"DCACCOUNT:https://{DOMAIN}/new?invite=")
+    first = dc_in_container.add_account()
+    first.add_transport_from_qr(made["dcaccount"])   # POST /new?invite=..., then log in
+    address = first.get_config("configured_addr")
+    assert address.endswith("@" + DOMAIN) and address in account_names(relay)
+    assert [t["addr"] for t in first.list_transports()] == [address]
+    first.bring_online()   # its IMAP connection is idle: logged in on the relay
+    second = dc_in_container.add_account()
+    with pytest.raises(Exception, match="already used"):  # the reason Delta Chat shows
+        second.add_transport_from_qr(made["dcaccount"])
+    assert second.list_transports() == []
+    first.stop_io()
