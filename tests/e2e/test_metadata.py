@@ -174,6 +174,14 @@ def localhost_relay(relay):
         r.remove()
 
 
+def test_admin_email_is_the_contact_on_the_privacy_page(localhost_relay):
+    """ADMIN_EMAIL alone (no PRIVACY_MAIL) is the contact the privacy page shows."""
+    conn = http.client.HTTPSConnection("127.0.0.1", localhost_relay.port(443),
+                                       context=insecure_tls(), timeout=10)
+    conn.request("GET", "/privacy.html", headers={"Host": "localhost"})
+    assert 'href="mailto:privacy@example.org"' in conn.getresponse().read().decode()
+
+
 def test_delta_chat_reads_the_metadata_and_its_turn_credentials_work(localhost_relay, dc):
     account = dc.add_account()
     account.add_transport_from_qr(localhost_relay.dclogin_for_here(localhost_relay.new_account()))
