@@ -60,8 +60,10 @@ down:
 logs:
 	$(COMPOSE) --env-file $(ENV_FILE) logs -f
 
+# `exec -T`: relayctl needs no terminal, and without one (scripts, CI) a plain `exec`
+# fails with "the input device is not a TTY".
 status:
-	$(COMPOSE) --env-file $(ENV_FILE) exec relay relayctl status
+	$(COMPOSE) --env-file $(ENV_FILE) exec -T relay relayctl status
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)

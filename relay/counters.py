@@ -77,8 +77,9 @@ class Metric:
 
 MESSAGE_REASONS = ("none", "unencrypted", "dkim", "sender", "malformed", "too_large",
                    "rate_limit", "recipient", "temporary")
-ACCOUNT_REFUSALS = ("invalid_address", "short_password", "creation_off", "load", "memory",
-                    "disk", "rate_limit", "closed", "invite", "disabled")
+# the reasons of relay.accounts.events.REASONS
+ACCOUNT_REFUSALS = ("closed", "invite_missing", "invite_unknown", "invite_expired", "disabled",
+                    "load", "memory", "disk", "bad_address", "short_password")
 HTTP_STATUSES = ("200", "400", "403", "404", "405", "411", "413", "503")
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
@@ -98,7 +99,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "Attempts to hand a notification to the push gateway, by outcome",
            {"outcome": ("sent", "retry", "dropped", "given_up")}),
     Metric("chatmail_accounts_created_total", "counter", "Accounts created",
-           {"via": ("login", "invite", "import")}),
+           {"via": ("new", "login", "import")}),
     Metric("chatmail_account_refusals_total", "counter",
            "Account creations refused (first login or /new), by reason",
            {"reason": ACCOUNT_REFUSALS}),
@@ -272,20 +273,6 @@ def samples(values: dict[Key, float]) -> list[dict[str, Any]]:
         out.append({"name": name, "type": metric.kind, "help": metric.help,
                     "samples": [{"labels": labels, "value": v} for labels, v in rows]})
     return out
-
-
-def refusal_reason(text: str) -> str:
-    """The ``chatmail_account_refusals_total`` reason of a refusal text of
-    relay.accounts.store (``creation_refusal``, ``check_new_address``) or auth."""
-    text = text.lower()
-    for words, reason in ((("switched off", "creation"), "creation_off"), (("load",), "load"),
-                          (("memory",), "memory"), (("free on", "disk"), "disk"),
-                          (("password",), "short_password"), (("invite",), "invite"),
-                          (("closed",), "closed"), (("disabled",), "disabled"),
-                          (("address", "local part"), "invalid_address")):
-        if any(w in text for w in words):
-            return reason
-    return OTHER
 
 
 def refresh_every(seconds: float, name: str, measure: Callable[[], float]) -> threading.Thread:

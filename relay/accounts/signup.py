@@ -4,6 +4,12 @@
 created by the first login with them (relay.accounts.auth). ``GET /new`` sends a
 browser on to the ``dcaccount:`` URL so that Delta Chat opens it. nginx limits
 how often one IP address may ask.
+
+The registration mode (relay.accounts.registration) changes the answers: when
+closed, ``/new`` refuses (403); in invite mode it needs ``?invite=<token>``,
+and relay.accounts.auth uses the invite up and creates the account before the
+answer goes out. A refusal is JSON ``{"reason": ...}``, the form Delta Chat
+shows its user (chatmail/core ``src/qr.rs`` ``CreateAccountErrorResponse``).
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from urllib.parse import quote
 
 from relay import counters, logs, paths
 from relay import settings as settings_mod
+from relay.accounts import events, invites, registration
 from relay.accounts import store as accounts
 from relay.settings import Settings
-from relay.wire import unixhttp
+from relay.wire import socketmap, unixhttp
 
 log = logging.getLogger("relay-signup")
 
@@ -33,12 +40,52 @@ def new_account(settings: Settings) -> dict:
     """
     domain = settings.mail_domain
     email = f"{accounts.random_localpart(settings.username_max_length)}@{domain}"
-    password = accounts.random_password(settings.password_min_length)
-    answer = {"email": email, "password": password}
+    return answer(settings, email, accounts.random_password(settings.password_min_length))
+
+
+def answer(settings: Settings, email: str, password: str) -> dict:
+    """The JSON of a successful ``/new``: email, password (and the dclogin URL when
+    the certificate is self-signed)."""
+    result = {"email": email, "password": password}
     if settings.tls_mode == "self-signed":
         # Delta Chat refuses self-signed certificates unless told: ic=3 accepts them.
-        answer["dclogin"] = f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1&ic=3"
-    return answer
+        result["dclogin"] = f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1&ic=3"
+    return result
+
+
+def refusal(status: int, reason: str, text: str) -> tuple[int, dict]:
+    """A refused ``/new``: (``status``, JSON with ``reason``, the sentence Delta Chat shows,
+    ``error``, the same for older scripts, and ``code``, the reason key of
+    relay.accounts.events.REASONS)."""
+    return status, {"reason": text, "error": text, "code": reason}
+
+
+def post_new(settings: Settings, query: str) -> tuple[int, dict]:
+    """What ``POST /new?<query>`` answers: (HTTP status, JSON). Open: random credentials
+    (the first login creates the account); closed: 403; short of resources: 503; invite
+    mode: relay-auth uses the invite of ``query`` up and creates the account (200 with its
+    credentials), or says why not (403, or 503 when relay-auth cannot be reached)."""
+    current = registration.mode(settings)
+    if current != "invite":
+        decision = registration.decide(settings, "new")
+        if not decision.allowed:
+            return refusal(503 if decision.temporary else 403, decision.reason, decision.text)
+        return 200, new_account(settings)
+    token = invites.token_from_query(query)
+    if not token:
+        events.refused("invite_missing", "new")
+        return refusal(403, "invite_missing", registration.TEXTS["invite_missing"])
+    try:
+        reply = socketmap.query(str(paths.SIGNUP_AUTH_SOCKET), f"invite {token}")
+    except OSError as exc:
+        log.error("relay-auth did not answer: %s", exc)
+        return refusal(503, "internal", "Please try again later.")
+    kind, _, rest = reply.partition(" ")
+    if kind == "OK":
+        created = json.loads(rest)
+        return 200, answer(settings, created["email"], created["password"])
+    reason, _, text = rest.partition(" ")
+    return refusal(403 if kind == "PERM" else 503, reason, text or "Please try again later.")
 
 
 def dcaccount_url(settings: Settings) -> str:
@@ -85,29 +132,34 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def do_POST(self) -> None:
-        """``POST /new``: 200 with :func:`new_account`'s JSON; 503 ``{"error": ...}`` while account
-        creation is refused (ACCOUNT_CREATION off, ``relayctl accounts off``, or the machine
-        short of resources: ``accounts.creation_refusal``); 404 for any other path. The query
-        string is ignored.
-        """
-        if self.path.split("?")[0] != "/new":
+        """``POST /new[?invite=<token>]``: (HTTP status, JSON) from :func:`post_new`; a JSON 404
+        for any other path."""
+        path, _, query = self.path.partition("?")
+        if path != "/new":
             return self._json(404, {"error": "not found"})
-        refusal = accounts.creation_refusal(self.settings)
-        if refusal is not None:
-            log.warning("/new refused: %s", refusal)
-            counters.inc("chatmail_signups_total", outcome="refused")
-            counters.inc("chatmail_account_refusals_total", reason=counters.refusal_reason(refusal))
-            return self._json(503, {"error": "this relay does not create new accounts right now"})
-        counters.inc("chatmail_signups_total", outcome="served")
-        self._json(200, new_account(self.settings))
+        status, payload = post_new(self.settings, query)
+        counters.inc("chatmail_signups_total", outcome="served" if status == 200 else "refused")
+        if status != 200:
+            log.info("/new refused: %s", payload["code"])
+        self._json(status, payload)
 
     def do_GET(self) -> None:
-        """``GET /new`` (also HEAD): a 302 to ``dcaccount:https://<domain>/new`` with a small HTML
-        link as body, so that a phone's browser hands the URL to Delta Chat; 404 elsewhere.
+        """``GET /new`` (also HEAD): a 302 to ``dcaccount:https://<domain>/new`` (with the
+        ``?invite=<token>`` of the request in invite mode) and a small HTML link as body, so
+        that a phone's browser hands the URL to Delta Chat; 403 with the reason as HTML when
+        registration is closed or, in invite mode, without a well-formed invite; 404 elsewhere.
         """
-        if self.path.split("?")[0] != "/new":
+        path, _, query = self.path.partition("?")
+        if path != "/new":
             return self._json(404, {"error": "not found"})
-        url = dcaccount_url(self.settings)
+        current = registration.mode(self.settings)
+        token = invites.token_from_query(query) if current == "invite" else ""
+        if current == "closed" or (current == "invite" and not invites.TOKEN_RE.match(token)):
+            text = registration.TEXTS["closed" if current == "closed" else
+                                      "invite_unknown" if token else "invite_missing"]
+            body = f"<!doctype html><p>{text}</p>\n".encode()
+            return self._send(403, body, "text/html; charset=utf-8")
+        url = dcaccount_url(self.settings) + (f"?invite={token}" if token else "")
         body = f'<!doctype html><a href="{url}">{url}</a>\n'.encode()
         self._send(302, body, "text/html; charset=utf-8", {"Location": url})
 

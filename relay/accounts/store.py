@@ -57,21 +57,19 @@ def check_new_address(address: str, domain: str, min_len: int, max_len: int) -> 
     return None
 
 
-def creation_refusal(settings: Settings) -> str | None:
-    """Why no account may be created right now, or None when creation is allowed."""
-    if not settings.account_creation:
-        return "account creation is switched off (ACCOUNT_CREATION)"
-    if paths.NOCREATE_FLAG.exists():
-        return "account creation is switched off by the operator"
+def creation_refusal(settings: Settings) -> tuple[str, str] | None:
+    """Why the machine cannot take a new account right now, as (reason, text) with
+    reason ``load``, ``memory`` or ``disk`` (SPEC §2); None when it can. The
+    registration mode is relay.accounts.registration's business."""
     load = system.load_average()
     if load > settings.create_max_load:
-        return f"load average {load:.1f} is above {settings.create_max_load}"
+        return "load", f"load average {load:.1f} is above {settings.create_max_load}"
     memory = system.available_memory()
     if memory < settings.create_min_free_memory:
-        return f"only {memory >> 20} MiB of memory available"
+        return "memory", f"only {memory >> 20} MiB of memory available"
     disk = system.free_disk(paths.DATA)
     if disk < settings.create_min_free_disk:
-        return f"only {disk >> 20} MiB free on /data"
+        return "disk", f"only {disk >> 20} MiB free on /data"
     return None
 
 

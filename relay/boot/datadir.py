@@ -51,6 +51,8 @@ DIRS: tuple[Dir, ...] = (
     Dir(paths.PUSH, "relaypush", "relaypush", 0o700),
     Dir(paths.PUSH_TOKENS, "relaypush", "relaypush", 0o700),
     Dir(paths.PUSH_QUEUE, "relaypush", "relaypush", 0o700),
+    Dir(paths.INVITES, "relayauth", "relayauth", 0o700),
+    Dir(paths.DISABLED, "relayauth", "relayauth", 0o700),
 )
 
 RUN_DIRS: tuple[Dir, ...] = (
@@ -60,6 +62,7 @@ RUN_DIRS: tuple[Dir, ...] = (
     Dir(paths.AUTH_DICT_SOCKET.parent, "relayauth", "dovecot", 0o750),
     Dir(paths.ACCOUNTS_MAP_SOCKET.parent, "relayauth", "postfix", 0o750),
     Dir(paths.SIGNUP_SOCKET.parent, "relaysignup", "www-data", 0o750),
+    Dir(paths.SIGNUP_AUTH_SOCKET.parent, "relayauth", "relaysignup", 0o750),
     Dir(paths.FILTER_OUT_SOCKET.parent, "relayfilter", "postfix", 0o750),
     Dir(paths.MXDELIV_SOCKET.parent, "relaymxdeliv", "www-data", 0o750),
     Dir(paths.MXSEND_SOCKET.parent, "relaymxsend", "postfix", 0o750),

@@ -64,13 +64,16 @@ def render_one(name: str, context: dict[str, Any], root: Path = Path("/"),
 
 
 def render_all(context: dict[str, Any], root: Path = Path("/"),
-               templates: Path = paths.CONFIG_TEMPLATES) -> list[Path]:
-    """Write every template below ``templates`` to the path it mirrors under ``root`` (``.j2`` files
-    rendered with ``context``, others copied), each atomically with mode 0644; returns the paths
-    written. Raises jinja2.UndefinedError for a variable ``context`` lacks.
+               templates: Path = paths.CONFIG_TEMPLATES, only: str = "") -> list[Path]:
+    """Write every template below ``templates`` whose name starts with ``only`` (all by
+    default; ``var/www/`` for the web pages alone) to the path it mirrors under ``root``
+    (``.j2`` files rendered with ``context``, others copied), each atomically with mode
+    0644; returns the paths written. Raises jinja2.UndefinedError for a variable
+    ``context`` lacks.
     """
     env = environment(templates)
-    return [render_one(name, context, root, templates, env) for name in template_names(templates)]
+    return [render_one(name, context, root, templates, env)
+            for name in template_names(templates) if name.startswith(only)]
 
 
 def link_all(rendered: Path = paths.RENDERED, root: Path = Path("/"),

@@ -6,7 +6,6 @@ template rendered -> Postfix queue checked. Each step is idempotent.
 
 from __future__ import annotations
 
-import base64
 import grp
 import ipaddress
 import logging
@@ -17,9 +16,9 @@ import subprocess
 import sys
 
 from relay import paths, system
-from relay.accounts.signup import dcaccount_url, qr_text
-from relay.boot import datadir, render
+from relay.boot import datadir, pages, render
 from relay.boot import dkimkey as dkim
+from relay.boot.pages import qr_png
 from relay.certs import files as certs
 from relay.notify import turn
 from relay.settings import Settings, template_context
@@ -31,14 +30,6 @@ log = logging.getLogger("chatmail")
 # NULL, EXPORT, static RSA or CBC suites; Delta Chat, browsers and mail servers
 # that speak TLS 1.2 all have these.
 TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
-
-
-def qr_png(text: str) -> bytes:
-    """``text`` as a QR code PNG (qrencode, 8 pixels a module, a 2-module margin), as bytes. Raises
-    subprocess.CalledProcessError when qrencode fails.
-    """
-    return subprocess.run(["qrencode", "-t", "PNG", "-s", "8", "-m", "2", "-o", "-", text],
-                          check=True, capture_output=True).stdout
 
 
 def turn_external_ips(addresses: tuple[str, ...]) -> list[str]:
@@ -58,7 +49,6 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
     domain = settings.mail_domain
     ctx.update(
         ipv6=ipv6,
-        mx_hostname=domain if not domain.startswith("[") else "localhost",
         tls_cert=str(paths.TLS_CERT),
         tls_key=str(paths.TLS_KEY),
         tls_ciphers=TLS_CIPHERS,
@@ -85,16 +75,14 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
         vmail_uid=pwd.getpwnam("vmail").pw_uid,
         max_smtp_per_ip=settings.max_smtp_per_ip,
         body_limit=settings.body_limit,
-        mailbox_quota_mib=settings.mailbox_quota // (1024 * 1024),
-        dcaccount_url=dcaccount_url(settings),
         metadata_socket=str(paths.METADATA_SOCKET),
         coturn_run=str(paths.COTURN_RUN),
         turn_secret=turn_secret,
         turn_realm=domain.strip("[]"),
         turn_external_ips=turn_external_ips(settings.public_addresses),
         supervisor_password=secrets.token_urlsafe(24),
-        qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
     )
+    ctx.update(pages.context(settings, qr=qr_png))  # qr_png looked up here: tests replace it
     return ctx
 
 

@@ -315,9 +315,7 @@ class Notifier:
                 self.pending[key] = item
                 self._schedule(item, now)
             else:
-                item.since = now
-                if item.in_flight:
-                    item.again = True
+                item.since, item.again = now, item.again or item.in_flight
                 self.spool.save(item)
             count += 1
         return count
@@ -352,7 +350,9 @@ class Notifier:
         now = self.clock()
         if outcome == "retry":
             item.failures += 1
-            if now - item.since > GIVE_UP_AFTER:
+            # Given up, or its token (its account) gone meanwhile: write nothing back.
+            if now - item.since > GIVE_UP_AFTER or item.token not in self.tokens.tokens(
+                    item.address, now):
                 log.warning("a notification was given up after %d attempts", item.failures)
                 self._forget(item)
                 return
@@ -360,8 +360,7 @@ class Notifier:
             self._schedule(item, now + retry_delay(item.failures, self.rng.uniform(-1, 1)))
             return
         if outcome == "sent" and item.again:
-            item.again = False
-            item.failures = 0
+            item.again, item.failures = False, 0
             self.spool.save(item)
             self._schedule(item, now)
             return

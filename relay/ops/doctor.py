@@ -27,6 +27,7 @@ from relay.settings import Settings
 
 CLOCK_SKEW_LIMIT = 30.0      # seconds; TLS and DKIM tolerate little more
 DEFAULT_PORT25_HOSTS = ("gmail-smtp-in.l.google.com", "mx.delta.chat")
+RESERVED_TLDS = ("test", "example", "invalid", "localhost", "local")  # RFC 2606, 6761, 6762
 
 
 @dataclass
@@ -232,6 +233,28 @@ def check_certificate() -> Check:
     return Check("certificate served", "ok", f"on all {len(certwatch.ENDPOINTS)} endpoints")
 
 
+def check_privacy_contact(values: Settings) -> Check:
+    """A relay on a public domain should say who runs it (the privacy and home pages show
+    PRIVACY_POSTAL and PRIVACY_MAIL or ADMIN_EMAIL; GDPR art. 13 asks for both)."""
+    domain = values.mail_domain
+    if not dnszone.records(values, "", "", ()).publishable or domain.startswith("_") or \
+            domain.rsplit(".", 1)[-1] in RESERVED_TLDS:
+        return Check("privacy contact", "skip", f"{domain} is not a public domain")
+    missing = [name for name, value in (("PRIVACY_POSTAL", values.privacy_postal),
+                                        ("PRIVACY_MAIL or ADMIN_EMAIL", values.privacy_contact))
+               if not value]
+    if missing:
+        none = not (values.privacy_contact or values.privacy_postal or values.privacy_pdo
+                    or values.privacy_supervisor)
+        detail = ("the privacy page names no one who runs this relay" if none else
+                  "the privacy page lacks " + " and ".join(missing))
+        return Check("privacy contact", "warn", detail,
+                     "set " + ", ".join(missing) + " (and PRIVACY_PDO, PRIVACY_SUPERVISOR "
+                     "where they apply)")
+    return Check("privacy contact", "ok", f"the privacy page names the operator and "
+                 f"{values.privacy_contact}")
+
+
 def check_client_addresses() -> Check:
     """Do clients arrive with their own addresses, or all from the Docker gateway?"""
     from relay.ops import clientaddr
@@ -267,6 +290,7 @@ def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str 
     checks += check_headroom(values)
     checks.append(check_certificate())
     checks.append(check_client_addresses())
+    checks.append(check_privacy_contact(values))
     return checks
 
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from relay import paths, settings
+from relay import settings
 from relay.boot import dkimkey as dkim
-from relay.ops import health
+from relay.ops import access, health
 from relay.store import expire
 
 
@@ -33,23 +33,16 @@ def show(data: dict, as_json: bool) -> None:
 # --- the subcommands ---------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``relayctl status [--json]``: services, accounts, queue, push, disk, certificate, DKIM and
-    health (:func:`relay.ops.status.status`); always 0.
+    """``relayctl status [--json]``: services, accounts, registration, queue, push, disk,
+    certificate, DKIM and health (:func:`relay.ops.status.status`), as readable lines
+    (:func:`relay.ops.status.summary`) or JSON; always 0.
     """
     from relay.ops import status
-    show(status.status(), args.json)
-    return 0
-
-
-def cmd_accounts(args: argparse.Namespace) -> int:
-    """``relayctl accounts on|off``: switch the creation of new accounts (``paths.NOCREATE_FLAG``);
-    existing accounts keep working. Always 0.
-    """
-    if args.switch == "off":
-        paths.NOCREATE_FLAG.touch()
+    data = status.status()
+    if args.json:
+        show(data, True)
     else:
-        paths.NOCREATE_FLAG.unlink(missing_ok=True)
-    show({"account_creation": args.switch}, args.json)
+        print(status.summary(data))
     return 0
 
 
@@ -148,8 +141,14 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("status", "services, accounts, queue, disk, certificate, health", cmd_status, (JSON,)),
-    Command("accounts", "allow or stop the creation of new accounts", cmd_accounts,
-            ((("switch",), {"choices": ["on", "off"]}), JSON)),
+    Command("registration", "who may get a new account: show or set open, closed, invite "
+            "(default: back to REGISTRATION)", access.cmd_registration, access.REGISTRATION_ARGS),
+    Command("invite", "make single-use invite links and QR codes (REGISTRATION=invite)",
+            access.cmd_invite, access.INVITE_ARGS),
+    Command("account", "disable, enable or delete one account; list: how many there are",
+            access.cmd_account, access.ACCOUNT_ARGS),
+    Command("accounts", "old name: 'off' = registration closed, 'on' = back to REGISTRATION",
+            access.cmd_accounts_switch, ((("switch",), {"choices": ["on", "off"]}), JSON)),
     Command("dkim-record", "the DKIM TXT record to publish", cmd_dkim_record, (JSON,)),
     Command("health", "run the container health check", cmd_health, (JSON,)),
     Command("expire", "delete old mail and inactive accounts now (logs a summary)", cmd_expire),

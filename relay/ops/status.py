@@ -1,4 +1,9 @@
-"""``relayctl status``: services, accounts, queue, push, disk, certificate, DKIM, health."""
+"""``relayctl status``: services, accounts, queue, push, disk, certificate, DKIM, health.
+
+:func:`status` gathers it as a JSON-ready dict (``relayctl status --json``);
+:func:`summary` turns that into the lines an operator reads: one per service and
+per health probe, then one per topic, in words.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from relay import paths, settings, system
+from relay.accounts import disabled, invites, registration
 from relay.accounts import store as accounts
 from relay.boot import dkimkey as dkim
 from relay.ops import health
@@ -73,7 +79,11 @@ def status() -> dict:
         "domain": values.mail_domain,
         "services": services(),
         "accounts": accounts.count(),
-        "account_creation": "off" if paths.NOCREATE_FLAG.exists() else "on",
+        "account_creation": "off" if registration.mode(values) == "closed" else "on",
+        "registration": registration.mode(values),
+        "registration_source": registration.source(values),
+        "invites_valid": invites.count(),
+        "disabled_accounts": disabled.count(),
         "queue": queue_size(),
         "push_accounts": count_files(paths.PUSH_TOKENS),   # accounts with device tokens
         "push_pending": count_files(paths.PUSH_QUEUE),     # notifications not yet accepted
@@ -82,3 +92,56 @@ def status() -> dict:
         "dkim_record_published": dkim_published(values),
         "health": health.check(),
     }
+
+
+# --- the human-readable form --------------------------------------------------------------
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _certificate(info: dict) -> str:
+    if "error" in info:
+        return f"{info['mode']}: {info['error']}"
+    names = ", ".join(n.removeprefix("DNS:") for n in info.get("names", []))
+    words = [f"{info['mode']} ({info.get('source', '?')})", names,
+             f"{info['days_left']} days left (until {info['not_after']})"]
+    words.append("served on every port" if info.get("served_everywhere") else
+                 "NOT served on " + ", ".join(info.get("not_served_on", [])))
+    acme = info.get("acme") or {}
+    if acme.get("failures"):
+        words.append(f"{acme['failures']} failed ACME attempts, last: {acme['last_error']}")
+    return "; ".join(words)
+
+
+def summary(data: dict) -> str:
+    """``data`` from :func:`status` as text: a heading, one line per service and per
+    health probe, then one line per topic (no Python reprs, no None)."""
+    services = data["services"]
+    running = sum(state == "RUNNING" for state in services.values())
+    width = max([len(name) for name in services] + [len(p) for p in data["health"]] + [12])
+    lines = [f"chatmail relay {data['domain']}", "",
+             f"Services: {running} of {len(services)} running"]
+    lines += [f"  {name:<{width}}  {state.lower()}" for name, state in services.items()]
+    lines.append("Health probes:")
+    lines += [f"  {name:<{width}}  {'ok' if problem is None else 'FAILED: ' + problem}"
+              for name, problem in data["health"].items()]
+    topics = [
+        ("Accounts", f"{data['accounts']}, of which {data['disabled_accounts']} disabled"
+         if data["disabled_accounts"] else str(data["accounts"])),
+        ("Registration", f"{data['registration']} ({data['registration_source']})"
+         + (f", {data['invites_valid']} unused invites" if data["invites_valid"] else "")),
+        ("Mail queue", f"{data['queue']} messages"),
+        ("Push", f"{data['push_accounts']} accounts with device tokens, "
+                 f"{data['push_pending']} notifications pending"),
+        ("Disk free", f"{_size(data['disk_free_bytes'])} on /data"),
+        ("Certificate", _certificate(data["certificate"])),
+        ("DKIM record", data["dkim_record_published"]),
+    ]
+    lines += [f"{name + ':':<14}{text}" for name, text in topics]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from relay.settings.parsers import (
@@ -27,6 +27,7 @@ from relay.settings.parsers import (
     boolean,
     choice,
     email_or_empty,
+    free_text,
     http_url,
     http_url_or_empty,
     integer,
@@ -122,7 +123,27 @@ class Settings:
         "ADMIN_EMAIL", "", email_or_empty,
         "an e-mail address, or empty",
         "The operator's contact: ACME account contact, TLS report address (TLSRPT) in the "
-        "DNS records, and the contact shown on the privacy page.")
+        "DNS records, and the contact shown on the privacy and home pages (and given to clients "
+        "as `/shared/admin`) unless PRIVACY_MAIL is set.")
+    privacy_postal: str = setting(
+        "PRIVACY_POSTAL", "", free_text(500),
+        "text (lines separated by a literal `\\n`), or empty",
+        "Who runs the relay, as the privacy page names the one responsible for it: name and "
+        "postal address. Shown on the privacy and home pages when set.")
+    privacy_mail: str = setting(
+        "PRIVACY_MAIL", "", email_or_empty,
+        "an e-mail address, or empty",
+        "The privacy contact shown on the privacy and home pages and given to clients as "
+        "`/shared/admin` (IMAP METADATA); empty: ADMIN_EMAIL is used for both.")
+    privacy_pdo: str = setting(
+        "PRIVACY_PDO", "", free_text(500),
+        "text (lines separated by a literal `\\n`), or empty",
+        "The data-protection officer (name and address), shown on the privacy page when set.")
+    privacy_supervisor: str = setting(
+        "PRIVACY_SUPERVISOR", "", free_text(500),
+        "text (lines separated by a literal `\\n`), or empty",
+        "The data-protection supervisory authority users may complain to, shown on the "
+        "privacy page when set.")
     tls_cert_file: str = setting(
         "TLS_CERT_FILE", "/data/tls/external/fullchain.pem", absolute_path,
         "an absolute path inside the container",
@@ -156,10 +177,18 @@ class Settings:
         "a whole number from 8 to 128",
         "Shortest password accepted when a login creates an account (`/new` hands out "
         "three characters more).")
+    registration: str = setting(
+        "REGISTRATION", "open", choice("open", "closed", "invite"),
+        "one of open, closed, invite",
+        "Who may get a new account: anyone (`open`), nobody (`closed`: neither `/new` nor a "
+        "first login creates one), or whoever has a single-use invite from `relayctl invite` "
+        "(`invite`). Existing accounts keep working in every mode; `relayctl registration` "
+        "changes the mode of a running relay.")
     account_creation: bool = setting(
         "ACCOUNT_CREATION", "on", boolean,
         "on or off (also true/false, yes/no, 1/0)",
-        "Whether new accounts may be created; existing accounts keep working when off.")
+        "Deprecated alias: `off` means `REGISTRATION=closed` (and may not be combined with "
+        "another REGISTRATION value); `on` changes nothing.")
     create_max_load: float = setting(
         "CREATE_MAX_LOAD", "5", number(0.1, 1000.0),
         "a number from 0.1 to 1000",
@@ -271,6 +300,11 @@ class Settings:
         return max(1, self.max_imap_connections // 5)
 
     @property
+    def privacy_contact(self) -> str:
+        """The privacy contact address: PRIVACY_MAIL, else ADMIN_EMAIL ("" when neither)."""
+        return self.privacy_mail or self.admin_email
+
+    @property
     def tls_endpoints(self) -> tuple[TLSEndpoint, ...]:
         """Every port (and ALPN name on 443) where a client reaches a TLS service."""
         return TLS_ENDPOINTS
@@ -312,7 +346,19 @@ def load(environ: Mapping[str, str]) -> Settings:
             f"USERNAME_MAX_LENGTH={result.username_max_length} is below "
             f"USERNAME_MIN_LENGTH={result.username_min_length}: expected a whole number "
             "from 3 to 32, not below USERNAME_MIN_LENGTH")
-    return result
+    return _fold_account_creation(result, environ)
+
+
+def _fold_account_creation(result: Settings, environ: Mapping[str, str]) -> Settings:
+    """ACCOUNT_CREATION=off is the old name of REGISTRATION=closed."""
+    if result.account_creation:
+        return result
+    explicit = environ.get("REGISTRATION", "").strip()
+    if explicit and result.registration != "closed":
+        raise SettingError(
+            f"ACCOUNT_CREATION=off contradicts REGISTRATION={explicit}: ACCOUNT_CREATION is "
+            "the old name of REGISTRATION=closed; set REGISTRATION only")
+    return replace(result, registration="closed")
 
 
 def from_environment() -> Settings:

@@ -225,3 +225,20 @@ def split_listen(value: str) -> tuple[str, int]:
     """(address, port) of a value of :func:`listen_address_or_empty`."""
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def free_text(most: int) -> Callable[[str], str]:
+    """Text for a web page (a name, a postal address): printable characters only, at
+    most ``most`` of them; a literal ``\\n`` (backslash, n) starts a new line, since an
+    environment variable in an .env file is one line. Lines are stripped."""
+
+    def parse(text: str) -> str:
+        lines = [line.strip() for line in text.replace("\\n", "\n").split("\n")]
+        value = "\n".join(line for line in lines if line)
+        if len(value) > most:
+            raise ValueError(f"longer than {most} characters")
+        if any(not ch.isprintable() for ch in value.replace("\n", "")):
+            raise ValueError("control characters are not allowed")
+        return value
+
+    return parse

@@ -47,3 +47,28 @@ async def serve_socketmap(handle: Callable[[str], str], reader: asyncio.StreamRe
         pass
     finally:
         writer.close()
+
+
+def query(path: str, request: str, timeout: float = 10.0) -> str:
+    """The client side, blocking: send one request (``<map name> <key>``) over the UNIX
+    socket ``path`` and return the reply (``OK <value>``, ``NOTFOUND ``, ...).
+    Raises OSError when the server cannot be reached or answers nothing usable."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(netstring(request))
+        data = b""
+        while True:
+            length, colon, rest = data.partition(b":")
+            if colon and _NETSTRING_LENGTH.fullmatch(length) and \
+                    len(rest) >= int(length) + 1:
+                if rest[int(length):int(length) + 1] != b",":
+                    raise OSError("malformed socketmap reply")
+                return rest[:int(length)].decode("utf-8", "replace")
+            if len(data) > MAX_NETSTRING + 16:
+                raise OSError("socketmap reply too long")
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise OSError("socketmap server closed the connection")
+            data += chunk

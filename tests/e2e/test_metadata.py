@@ -3,12 +3,14 @@
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import time
 
 import pytest
 
-from relaytest import ROOT, Relay, get_metadata, imap_login, set_device_token, wait_for
+from relaytest import (ROOT, Relay, get_metadata, imap_login, insecure_tls, set_device_token,
+                       wait_for)
 
 TURN_CLIENT = (ROOT / "tests" / "support" / "turnclient.py").read_text()
 SERVER_ENTRIES = ("/shared/vendor/deltachat/turn", "/shared/vendor/deltachat/maxsmtprecipients",
@@ -112,14 +114,38 @@ def test_coturn_runs_unprivileged(relay):
 
 @pytest.fixture(scope="module")
 def configured_relay(relay):
-    """TURN off, an iroh relay and an admin contact configured."""
+    """TURN off, an iroh relay, an admin and a privacy contact and the operator's details."""
     r = Relay({**relay.env, "TURN": "off", "IROH_RELAY_URL": "https://iroh.example.org/",
-               "ADMIN_EMAIL": "privacy@example.org", "MAX_RECIPIENTS": "42"}).start()
+               "ADMIN_EMAIL": "admin@example.org", "PRIVACY_MAIL": "privacy@example.org",
+               "PRIVACY_POSTAL": OPERATOR, "PRIVACY_PDO": PDO, "PRIVACY_SUPERVISOR": SUPERVISOR,
+               "MAX_RECIPIENTS": "42"}).start()
     try:
         r.wait_healthy()
         yield r
     finally:
         r.remove()
+
+
+OPERATOR = r"Relay Operators <e.V.>\nExample Street 1\n12345 Exampletown"
+PDO = r"Dr. Data Protection\nPrivacy Lane 2"
+SUPERVISOR = "The Data Protection Commissioner of Exampleland"
+
+
+def test_operator_details_on_the_pages(configured_relay):
+    """PRIVACY_* (the reference relay's four privacy settings) on the pages as served;
+    PRIVACY_MAIL, not ADMIN_EMAIL, is the contact."""
+    def page(path):
+        conn = http.client.HTTPSConnection("127.0.0.1", configured_relay.port(443),
+                                           context=insecure_tls(), timeout=10)
+        conn.request("GET", path, headers={"Host": configured_relay.domain})
+        return conn.getresponse().read().decode()
+
+    home, privacy = page("/"), page("/privacy.html")
+    for text in (home, privacy):
+        assert "Relay Operators &lt;e.V.&gt;<br>" in text and "12345 Exampletown<br>" in text
+        assert 'href="mailto:privacy@example.org"' in text and "admin@example.org" not in text
+    assert "Dr. Data Protection<br>" in privacy and "Privacy Lane 2<br>" in privacy
+    assert SUPERVISOR in privacy
 
 
 def test_settings_reach_the_metadata(configured_relay):
@@ -146,6 +172,14 @@ def localhost_relay(relay):
         yield r
     finally:
         r.remove()
+
+
+def test_admin_email_is_the_contact_on_the_privacy_page(localhost_relay):
+    """ADMIN_EMAIL alone (no PRIVACY_MAIL) is the contact the privacy page shows."""
+    conn = http.client.HTTPSConnection("127.0.0.1", localhost_relay.port(443),
+                                       context=insecure_tls(), timeout=10)
+    conn.request("GET", "/privacy.html", headers={"Host": "localhost"})
+    assert 'href="mailto:privacy@example.org"' in conn.getresponse().read().decode()
 
 
 def test_delta_chat_reads_the_metadata_and_its_turn_credentials_work(localhost_relay, dc):

@@ -150,11 +150,12 @@ def test_no_password_in_clear_on_data(relay):
 
 
 def test_account_creation_switch(relay):
+    """The old `relayctl accounts off|on` (now an alias of `relayctl registration closed|default`)."""
     existing = relay.new_account()
     assert imap_login(relay, existing["email"], existing["password"])
     relay.exec("relayctl", "accounts", "off")
     try:
-        assert https(relay, "POST", "/new")[0] == 503
+        assert https(relay, "POST", "/new")[0] == 403
         fresh = f"zzzzzzzz9@{DOMAIN}"
         assert not imap_login(relay, fresh, "longenoughpassword")
         assert imap_login(relay, existing["email"], existing["password"])

@@ -256,7 +256,9 @@ ALLOWED = [
     r"|data/[a-z_]+\.(lock|db))",                          # queue (transient) and its caches
     r"tls/(fullchain|privkey)\.pem|tls/self-signed/[a-z.]+\.pem",
     r"dkim/[a-z0-9._-]+\.(private|txt)",
-    r"state/(turn-secret|account-creation-off)",
+    r"state/(turn-secret|account-creation-off|registration)",
+    r"invites/[0-9a-f]{64}",                               # unused invites: SHA-256 of the token
+    rf"disabled/{ADDR}",                                   # disabled addresses (empty markers)
 ]
 
 

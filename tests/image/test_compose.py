@@ -41,6 +41,7 @@ def compose_up(image_exists, tmp_path_factory):
                                "-f", str(ROOT / "compose.yaml"), *args],
                               capture_output=True, text=True, check=check, timeout=180, env=env)
 
+    compose.env_file = env_file  # type: ignore[attr-defined]  (for `make status`)
     try:
         up = compose("up", "-d", "--no-build", check=False)
         assert up.returncode == 0, up.stderr
@@ -143,3 +144,17 @@ def test_compose_relay_works_with_those_privileges(compose_up):
                      check=False)
         return out.returncode == 0
     wait_for(delivered, 30, what="signed delivery in the compose relay")
+
+
+def test_make_status_without_a_terminal(compose_up):
+    """`make status` from a script or CI (no TTY): readable lines, no Python reprs."""
+    compose, name, container = compose_up
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "status", f"COMPOSE={COMPOSE} -p {name}",
+                          f"ENV_FILE={compose.env_file}"], stdin=subprocess.DEVNULL, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "chatmail relay localhost"
+    assert ["relay-auth", "running"] in [line.split() for line in lines]
+    assert ["smtp", "ok"] in [line.split() for line in lines]
+    assert "None" not in out.stdout and "{" not in out.stdout

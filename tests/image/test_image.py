@@ -161,6 +161,8 @@ def test_postfix_and_dovecot_configs_are_valid(host):
     ("/data/push", "relaypush", "relaypush", 0o700),
     ("/data/push/tokens", "relaypush", "relaypush", 0o700),
     ("/data/push/queue", "relaypush", "relaypush", 0o700),
+    ("/data/invites", "relayauth", "relayauth", 0o700),
+    ("/data/disabled", "relayauth", "relayauth", 0o700),
     ("/data/state/turn-secret", "relaypush", "relaypush", 0o600),
 ])
 def test_data_owners_and_modes(host, path, user, group, mode):

@@ -54,7 +54,7 @@ def test_refused_creations(authority, key, tmp_path):
 
 
 def test_creation_refused_when_short_of_resources(tmp_path, monkeypatch):
-    monkeypatch.setattr(auth.accounts, "creation_refusal", lambda s: "load average 9.0 is above 5")
+    monkeypatch.setattr(auth.accounts, "creation_refusal", lambda s: ("load", "load average 9.0 is above 5"))
     a = auth.Authority(load({"MAIL_DOMAIN": DOMAIN}), root=tmp_path)
     assert lookup(a, "shared/passdb/abcdefghi@chat.example.org/goodpassword") == "N\n"
 

@@ -185,10 +185,6 @@ def test_reply_and_refusal_classification():
     assert counters.message_outcome("553 5.7.1 From header must be your own address")[1] == "sender"
     assert counters.message_outcome("450 4.7.1 Too many messages") == ("deferred", "rate_limit")
     assert counters.message_outcome("451 4.3.0 Temporary failure") == ("deferred", "temporary")
-    assert counters.refusal_reason("only 12 MiB of memory available") == "memory"
-    assert counters.refusal_reason("account creation is switched off (ACCOUNT_CREATION)") == \
-        "creation_off"
-    assert counters.refusal_reason("local part must have 9 to 9 characters") == "invalid_address"
 
 
 def test_imap_ports_match_the_rendered_configuration():
@@ -259,3 +255,19 @@ def test_push_outcomes_are_counted(tmp_path, monkeypatch):
 
     asyncio.run(scenario())
     assert (count("retry"), count("sent"), count("given_up")) == (1, 1, 0)
+
+
+def test_account_events_reach_the_counters():
+    """relay.accounts.events (what relay-auth and relay-signup count) feeds the metrics,
+    with its reasons as labels (none becomes "other")."""
+    from relay.accounts import events
+    for reason in events.REASONS:
+        assert reason in counters.ACCOUNT_REFUSALS
+    before = dict(counters.recorded())
+    events.refused("invite_expired", "login")
+    events.created("new")
+    after = counters.recorded()
+    refusal = counters.key("chatmail_account_refusals_total", {"reason": "invite_expired"})
+    created = counters.key("chatmail_accounts_created_total", {"via": "new"})
+    assert after[refusal] == before.get(refusal, 0) + 1
+    assert after[created] == before.get(created, 0) + 1

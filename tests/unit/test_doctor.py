@@ -222,7 +222,9 @@ def healthy(zone, monkeypatch):
     """A host on which every check passes."""
     zone.update({(DOMAIN, "A"): [V4], (PTR_V4, "PTR"): [DOMAIN]})
     monkeypatch.setattr(doctor.settings_mod, "from_environment",
-                        lambda: values(PUBLIC_ADDRESSES=V4, TLS_MODE="self-signed"))
+                        lambda: values(PUBLIC_ADDRESSES=V4, TLS_MODE="self-signed",
+                                       PRIVACY_POSTAL="Operator, Street 1, Town",
+                                       PRIVACY_MAIL="privacy@example.org"))
     monkeypatch.setattr(system, "ipv6_available", lambda: False)
     monkeypatch.setattr(system, "local_addresses", lambda: [V4])
     monkeypatch.setattr(system, "free_disk", lambda path: 100 << 30)
@@ -241,7 +243,7 @@ def test_startup_summary(healthy, capsys):
     assert all(line.startswith("relay-doctor: ") for line in lines)
     assert "relay-doctor: SKIP outbound port 25: not probed at start-up -> run `relayctl doctor` " \
         "to probe it" in lines
-    assert lines[-1] == "relay-doctor: 6 ok, 0 warn, 0 fail, 4 skip"
+    assert lines[-1] == "relay-doctor: 7 ok, 0 warn, 0 fail, 4 skip"
 
 
 def test_json_and_the_exit_status(healthy, capsys):
@@ -250,7 +252,8 @@ def test_json_and_the_exit_status(healthy, capsys):
     assert all(set(c) == {"name", "verdict", "detail", "advice"} for c in checks)
     assert [c["name"] for c in checks] == [
         "resolver", "forward DNS", "reverse DNS", "IPv6", "outbound port 25", "clock",
-        "disk headroom", "memory headroom", "certificate served", "client addresses"]
+        "disk headroom", "memory headroom", "certificate served", "client addresses",
+        "privacy contact"]
     assert {c["name"]: c["verdict"] for c in checks}["outbound port 25"] == "ok"
     healthy[(DOMAIN, "A")] = ["198.51.100.7"]
     assert doctor.main(["--json", "--port25-host", "mx.a.example"]) == 1

@@ -21,6 +21,7 @@ DOMAIN = "chat.example.org"
 def machine(monkeypatch, tmp_path):
     """An idle machine with room to spare, and the operator's off switch in tmp_path."""
     monkeypatch.setattr(paths, "NOCREATE_FLAG", tmp_path / "account-creation-off")
+    monkeypatch.setattr(paths, "REGISTRATION_OVERRIDE", tmp_path / "registration")
     monkeypatch.setattr(accounts.system, "load_average", lambda: 0.1)
     monkeypatch.setattr(accounts.system, "available_memory", lambda: 8 << 30)
     monkeypatch.setattr(accounts.system, "free_disk", lambda path: 100 << 30)
@@ -97,13 +98,16 @@ def test_a_self_signed_relay_adds_a_dclogin_url(serve):
 @pytest.mark.parametrize("env,flag", [({"ACCOUNT_CREATION": "off"}, False),
                                       ({}, True)])
 def test_no_account_while_creation_is_off(serve, machine, env, flag):
+    """Registration closed (here by its old names: ACCOUNT_CREATION=off, and the flag file
+    of the old `relayctl accounts off`): 403 with the reason Delta Chat shows its user."""
     if flag:
-        (machine / "account-creation-off").touch()  # relayctl accounts off
+        (machine / "account-creation-off").touch()  # relayctl accounts off, before REGISTRATION
     request = serve({"TLS_MODE": "acme", **env})
     status, headers, body = request("POST")
-    assert status == 503
+    assert status == 403
     answer = json.loads(body)
-    assert set(answer) == {"error"} and "does not create new accounts" in answer["error"]
+    assert answer["reason"] == "This relay does not accept new accounts."
+    assert answer["code"] == "closed"
 
 
 def test_no_account_while_the_machine_is_short_of_memory(serve, monkeypatch):
