@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from relay import paths, system
-from relay.accounts.signup import dcaccount_url, qr_text
+from relay.accounts.links import dcaccount_url, qr_text, server_host
 from relay.boot import datadir, render
 from relay.boot import dkimkey as dkim
 from relay.certs import files as certs
@@ -59,6 +59,8 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
     ctx.update(
         ipv6=ipv6,
         mx_hostname=domain if not domain.startswith("[") else "localhost",
+        # the host clients connect to (autoconfig): a literal's bare address
+        server_host=server_host(domain),
         tls_cert=str(paths.TLS_CERT),
         tls_key=str(paths.TLS_KEY),
         tls_ciphers=TLS_CIPHERS,
