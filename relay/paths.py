@@ -37,6 +37,7 @@ MXDELIV_SOCKET = RUN / "mxdeliv" / "http.sock"            # nginx POST /mxdeliv 
 MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.federation.mxdeliv -> Postfix (as port 25)
 MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.federation.mxsend
 METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.notify.metadata
+APPVERSIONS_SERVED = RUN / "metadata" / "appversions.json"  # the checked APPVERSIONS_FILE, one line
 COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 
 CA_BUNDLE = RUN / "ca-bundle.pem"  # Debian's CAs plus EXTRA_CA_FILE

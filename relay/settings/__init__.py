@@ -236,6 +236,15 @@ class Settings:
         "two port numbers from 1024 to 65535 joined by '-', at most 1000 ports",
         "UDP ports the TURN server relays calls through; `compose.yaml` publishes the same "
         "range. Each call through the relay needs one or two of them.")
+    appversions_file: str = setting(
+        "APPVERSIONS_FILE", "/data/appversions.json", absolute_path,
+        "an absolute path inside the container",
+        "An app-version index (JSON, the shape of the reference relay's `appversions.json`: "
+        "`{\"clients\": [{\"clientId\", \"sources\": [{\"sourceId\", \"versionInteger\", "
+        "\"versionString\", \"downloadUrl\"}]}]}`) that Delta Chat reads as IMAP METADATA "
+        "`/shared/vendor/deltachat/appversions`. Checked at start: a bad file stops the "
+        "container with one line saying what is wrong. No file at the default path: none is "
+        "offered (NIL).")
     log_level: str = setting(
         "LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
         "one of debug, info, warning, error",
