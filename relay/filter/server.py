@@ -7,9 +7,12 @@ Postfix hands every SMTP transaction to us before it queues anything:
     25      smtpd --> incoming.sock --> policy.check_incoming, dkimcheck --> public/reinject-in
 
 We answer the end of DATA only after the reinjection smtpd has answered, so a
-message is either refused with a reason the sender sees at once (523, 553,
-450 rate limit) or accepted by Postfix's queue on /data. If the reinjection
-fails we answer with a temporary error: never accepted-then-lost.
+message is either refused with a reason the sender sees at once (523, 553)
+or accepted by Postfix's queue on /data. If the reinjection fails we answer
+with a temporary error: never accepted-then-lost. The send rate limit refuses
+MAIL FROM (450 4.7.1): Postfix opens this proxy at the first accepted RCPT
+(smtpd_delay_open), so the client reads the refusal as its RCPT reply and
+never uploads the body (as the reference's filtermail does).
 
 Every hop is a UNIX socket: nothing listens on a network for the filter or
 the reinjection, so no network is ever trusted.
@@ -78,6 +81,15 @@ class Handler:
         self.reinject_path = reinject_path
         self.check = policy.check_outgoing if direction == "outgoing" else policy.check_incoming
 
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.limiter is not None and not self.limiter.allow(address.lower()):
+            log.info("%s message refused: rate limit", self.direction)
+            return RATE_LIMITED
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         """RCPT TO: ``250 OK``, or ``452 4.5.3`` past MAX_RECIPIENTS (the rest comes in another
@@ -108,9 +120,6 @@ class Handler:
         if verdict is not None:
             log.info("%s message refused: %s", self.direction, verdict.reply())
             return verdict.reply()
-        if self.limiter is not None and not self.limiter.allow((envelope.mail_from or "").lower()):
-            log.info("%s message refused: rate limit", self.direction)
-            return RATE_LIMITED
         if self.direction == "outgoing":
             # The real subject travels inside the encryption (SPEC §3). Done here and
             # not in Postfix's header_checks, whose REPLACE action logs the old subject.

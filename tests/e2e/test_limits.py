@@ -42,19 +42,20 @@ def test_sending_rate_limit_is_temporary(limited, accounts):
     for i in range(2):
         submit(limited, sender, [recipient["email"]],
                securejoin_request(sender["email"], recipient["email"], str(i)))
-    with pytest.raises(smtplib.SMTPDataError) as err:
-        submit(limited, sender, [recipient["email"]],
-               securejoin_request(sender["email"], recipient["email"], "over"))
-    assert err.value.smtp_code == 450
-    assert err.value.smtp_error.startswith(b"4.7.1")
+    # refused at RCPT, before the client uploads the body (issue 17 §4)
+    with smtplib.SMTP_SSL("127.0.0.1", limited.port(465), context=insecure_tls(), timeout=30) as s:
+        s.login(sender["email"], sender["password"])
+        assert s.mail(sender["email"])[0] == 250
+        code, text = s.rcpt(recipient["email"])
+    assert code == 450 and text.startswith(b"4.7.1"), (code, text)
 
     def accepted_again():
         try:
             submit(limited, sender, [recipient["email"]],
                    securejoin_request(sender["email"], recipient["email"], "again"))
             return True
-        except smtplib.SMTPDataError as exc:
-            assert exc.smtp_code == 450
+        except smtplib.SMTPRecipientsRefused as exc:
+            assert next(iter(exc.recipients.values()))[0] == 450
             return False
 
     wait_for(accepted_again, 15, 0.5, "sending allowed again after the bucket refilled")
