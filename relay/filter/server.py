@@ -42,15 +42,36 @@ RATE_LIMITED = "450 4.7.1 Too many messages: slow down and try again in a minute
 REINJECT_TIMEOUT = 60
 
 
+def ascii_domain(address: str) -> str:
+    """The address with an internationalised domain name as its A-label (RFC 5890
+    §2.3.2.1: the same name); the local part is kept as it is."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or domain.startswith("["):
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address  # Postfix refuses it during the transaction
+
+
 def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
-    """Hand the message to Postfix; return the SMTP reply for our client."""
+    """Hand the message to Postfix; return the SMTP reply for our client.
+
+    The SMTPUTF8 request is not passed on (as the reference's filtermail does):
+    Postfix then queues the message unflagged, and its LMTP client delivers UTF-8
+    headers and UTF-8 local parts to Dovecot, whose LMTP offers no SMTPUTF8 (Postfix
+    SMTPUTF8_README: a flagged message with UTF-8 in it would bounce there, and the
+    bounce of a local sender's message with it). Internationalised domains go on as
+    A-labels, which need no SMTPUTF8; relay-mxsend asks the next hop for SMTPUTF8
+    itself when an address still needs it. ``BODY=`` is passed on."""
     try:
         with UnixSMTP(path) as smtp:
             smtp.connect()
             smtp.ehlo("relay-filter")
-            refused = smtp.sendmail(envelope.mail_from or "", envelope.rcpt_tos, data,
+            refused = smtp.sendmail(ascii_domain(envelope.mail_from or ""),
+                                    [ascii_domain(r) for r in envelope.rcpt_tos], data,
                                     mail_options=[o for o in envelope.mail_options
-                                                  if o.upper().startswith(("BODY=", "SMTPUTF8"))])
+                                                  if o.upper().startswith("BODY=")])
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
         return f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"

@@ -1,8 +1,21 @@
 """Real Delta Chat clients (deltachat-rpc-server from PyPI) against the running relay."""
 
+import time
+
 import pytest
 
-from relaytest import delta_chat
+from relaytest import daemon_errors, delta_chat, logs_since
+
+
+@pytest.fixture(scope="package", autouse=True)
+def healthy_relay_log(relay):
+    """The e2e suite fails when the session relay logged a Dovecot error or a Postfix
+    fatal/panic while it ran (issue 17 §4: a healthy relay's log has none)."""
+    start = time.time() - 1
+    yield
+    errors = daemon_errors(logs_since(relay, start))
+    assert not errors, "daemon errors in the relay's log during the e2e tests:\n" + "\n".join(
+        errors[:20])
 
 
 @pytest.fixture(scope="session")

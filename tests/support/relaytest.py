@@ -280,3 +280,24 @@ def delta_chat(accounts_dir: Path):
     from deltachat_rpc_client import DeltaChat, Rpc
     with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
         yield DeltaChat(rpc)
+
+
+# --- the relay's log: what a healthy relay never writes --------------------------------
+
+import re as _re  # noqa: E402
+
+_DAEMON_ERRORS = _re.compile(
+    r"^.*(?:: (?:Error|Fatal|Panic): "                       # Dovecot (any service)
+    r"|postfix/[\w/.-]+\[\d+\]: (?:fatal|panic): ).*$", _re.MULTILINE)  # Postfix
+
+
+def daemon_errors(log_text: str) -> list[str]:
+    """Dovecot ``Error:``/``Fatal:``/``Panic:`` lines and Postfix ``fatal:``/``panic:``
+    lines of a relay's log (issue 17 §4: none in a healthy relay's log)."""
+    return [m.group(0).strip() for m in _DAEMON_ERRORS.finditer(log_text)]
+
+
+def logs_since(relay: Relay, since: float) -> str:
+    """The container's log lines from ``since`` (a Unix time) on."""
+    out = docker("logs", "--since", f"{since:.3f}", relay.name, check=False)
+    return out.stdout + out.stderr
