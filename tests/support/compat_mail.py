@@ -42,15 +42,19 @@ def big_message(token: str, head: list[bytes], size: int) -> bytes:
 
 def tokens_in_mailbox(relay, address: str) -> dict[str, bytes]:
     """token -> the stored file's bytes, for every message with a compat token."""
-    out = relay.exec("sh", "-c", f"cd /data/mail/{address}/Maildir 2>/dev/null && "
-                                 "grep -l 'compat-' new/* cur/* 2>/dev/null | while read f; do "
-                                 "echo \"=== $f\"; cat \"$f\"; done; true")
+    import subprocess
+
+    from relaytest import DOCKER
+    script = (f"cd /data/mail/{address}/Maildir 2>/dev/null && grep -l 'compat-' new/* cur/* "
+              "2>/dev/null | while read f; do printf '\\n=== %s\\n' \"$f\"; cat \"$f\"; done; true")
+    out = subprocess.run([DOCKER, "exec", relay.name, "sh", "-c", script], capture_output=True,
+                         timeout=60, check=True).stdout
     found = {}
-    for chunk in out.stdout.split("=== ")[1:]:
-        text = chunk.split("\n", 1)[1]
-        for word in text.split("<"):
-            if word.startswith("compat-") and "@compat.test>" in word:
-                found[word.split("@")[0]] = text.encode("utf-8", "surrogateescape")
+    for chunk in out.split(b"\n=== ")[1:]:
+        data = chunk.split(b"\n", 1)[1]
+        for word in data.split(b"<"):
+            if word.startswith(b"compat-") and b"@compat.test>" in word:
+                found[word.split(b"@")[0].decode()] = data
     return found
 
 
@@ -59,3 +63,17 @@ def bounce_lines(log: str, addresses: list[str]) -> list[str]:
     return [line for line in log.splitlines()
             if any(a in line for a in addresses)
             and ("status=bounced" in line or "status=deferred" in line)]
+
+
+def accounts(relay, n: int) -> list[dict]:
+    """``n`` new accounts of ``relay``, each created by a first SMTP login (no message,
+    so none of them has used its send rate budget)."""
+    import smtplib
+
+    from relaytest import insecure_tls
+    made = [relay.new_account() for _ in range(n)]
+    for acct in made:
+        with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(),
+                              timeout=30) as smtp:
+            smtp.login(acct["email"], acct["password"])
+    return made
