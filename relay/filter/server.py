@@ -61,13 +61,17 @@ def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
     Postfix then queues the message unflagged, and its LMTP client delivers UTF-8
     headers and UTF-8 local parts to Dovecot, whose LMTP offers no SMTPUTF8 (Postfix
     SMTPUTF8_README: a flagged message with UTF-8 in it would bounce there, and the
-    bounce of a local sender's message with it). Internationalised domains go on as
-    A-labels, which need no SMTPUTF8; relay-mxsend asks the next hop for SMTPUTF8
-    itself when an address still needs it. ``BODY=`` is passed on."""
+    bounce of a local sender's message with it). UTF-8 local parts go on without it,
+    as Postfix has always taken them (and Dovecot's LMTP, too), internationalised
+    domains as A-labels; relay-mxsend asks the next hop for SMTPUTF8 itself when an
+    address needs it. ``BODY=`` is passed on."""
     try:
         with UnixSMTP(path) as smtp:
             smtp.connect()
             smtp.ehlo("relay-filter")
+            # UTF-8 local parts go on as they are, without the SMTPUTF8 request
+            # (SMTPUTF8_README: Postfix has always accepted them so).
+            smtp.command_encoding = "utf-8"
             refused = smtp.sendmail(ascii_domain(envelope.mail_from or ""),
                                     [ascii_domain(r) for r in envelope.rcpt_tos], data,
                                     mail_options=[o for o in envelope.mail_options

@@ -40,21 +40,23 @@ def big_message(token: str, head: list[bytes], size: int) -> bytes:
     return small.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
 
 
-def tokens_in_mailbox(relay, address: str) -> dict[str, bytes]:
-    """token -> the stored file's bytes, for every message with a compat token."""
+def tokens_in_mailbox(relay, address: str) -> dict[str, tuple[bytes, float]]:
+    """token -> (the stored file's bytes, its modification time as a Unix time: when
+    Dovecot wrote it), for every message with a compat token in the mailbox."""
     import subprocess
 
     from relaytest import DOCKER
     script = (f"cd /data/mail/{address}/Maildir 2>/dev/null && grep -l 'compat-' new/* cur/* "
-              "2>/dev/null | while read f; do printf '\\n=== %s\\n' \"$f\"; cat \"$f\"; done; true")
+              "2>/dev/null | while read f; do printf '\\n=== %s\\n' \"$(stat -c %.3Y \"$f\")\"; "
+              "cat \"$f\"; done; true")
     out = subprocess.run([DOCKER, "exec", relay.name, "sh", "-c", script], capture_output=True,
                          timeout=60, check=True).stdout
     found = {}
     for chunk in out.split(b"\n=== ")[1:]:
-        data = chunk.split(b"\n", 1)[1]
+        mtime, _, data = chunk.partition(b"\n")
         for word in data.split(b"<"):
             if word.startswith(b"compat-") and b"@compat.test>" in word:
-                found[word.split(b"@")[0].decode()] = data
+                found[word.split(b"@")[0].decode()] = (data, float(mtime))
     return found
 
 
