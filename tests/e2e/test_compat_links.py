@@ -17,30 +17,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from conftest import LITERALS
 from relay import settings
 from relay.accounts import links
-from relaytest import Relay, insecure_tls
+from relaytest import insecure_tls
 
-LITERALS = {"ipv4": "[192.0.2.1]", "ipv6": "[IPv6:2001:db8::1]"}
 URL_HOST = {"ipv4": "192.0.2.1", "ipv6": "[2001:db8::1]"}
 SERVER = {"ipv4": "192.0.2.1", "ipv6": "2001:db8::1"}
-
-
-@pytest.fixture(scope="module")
-def literal_relays(image_exists):
-    """Two small relays whose MAIL_DOMAIN is an address literal, started together."""
-    relays = {kind: Relay({"MAIL_DOMAIN": domain, "TLS_MODE": "self-signed", "TURN": "off",
-                           "NEW_ACCOUNTS_PER_MINUTE": "600"})
-              for kind, domain in LITERALS.items()}
-    try:
-        for r in relays.values():
-            r.start()
-        for r in relays.values():
-            r.wait_healthy()
-        yield relays
-    finally:
-        for r in relays.values():
-            r.remove()
 
 
 @pytest.fixture(scope="module")
