@@ -1,4 +1,5 @@
-"""The send rate limit refuses MAIL FROM, before any body is sent (issue 17 §4)."""
+"""relay-filter's SMTP hooks: the send rate limit refuses MAIL FROM, before any body is sent
+(issue 17 §4); the envelope it hands back to Postfix (A-labels)."""
 
 import asyncio
 from pathlib import Path
@@ -36,3 +37,11 @@ def test_incoming_has_no_send_limit():
     settings = load({"MAIL_DOMAIN": "chat.example.org"})
     handler = Handler("incoming", settings, None, Path("/x"))
     assert all(mail(handler, "x@other.example")[0] == "250 OK" for _ in range(50))
+
+
+def test_internationalised_domains_go_on_as_a_labels():
+    from relay.filter.server import ascii_domain
+    assert ascii_domain("jörg@bücher.example") == "jörg@xn--bcher-kva.example"
+    assert ascii_domain("a@b.example") == "a@b.example"
+    assert ascii_domain("a@[192.0.2.1]") == "a@[192.0.2.1]"
+    assert ascii_domain("") == ""
