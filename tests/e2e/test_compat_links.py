@@ -10,8 +10,10 @@ address-literal relays a profile is set up from ``dclogin_url`` and logs in.
 
 import base64
 import http.client
+import ipaddress
 import json
 import re
+import urllib.parse
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -108,7 +110,10 @@ def test_address_literal_relay_links(literal_relays, dc, judge, kind, tmp_path):
     names = {e.text for e in ET.fromstring(xml).iter("hostname")}
     assert names == {server}, names
     dns = relay.exec("relayctl", "dns", check=False).stdout
-    assert "https://[192" not in dns and "IP literal" in dns, dns
+    assert "IP literal" in dns, dns  # nothing to publish, and no link that is not a URL
+    for url in re.findall(r"\b(?:https?|dcaccount|mailto):\S+", dns):
+        host = urllib.parse.urlsplit(url.partition("dcaccount:")[2] or url).hostname or ""
+        assert ":" not in host or ipaddress.ip_address(host).version == 6, url
     # the link a phone gets for this relay: a profile set up from it logs in
     answer = json.loads(https(relay, "POST", "/new", host)[2])
     assert answer["email"].endswith("@" + relay.domain.lower())
