@@ -108,6 +108,9 @@ class Handler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
+        """MAIL FROM: ``250 OK``, or the send rate limit's ``450 4.7.1`` (outgoing only; SPEC
+        §3, issue 17 §4). Every transaction takes a token, refused ones too: the answer comes
+        before the body, as the reference's filtermail gives it."""
         if self.limiter is not None and not self.limiter.allow(address.lower()):
             log.info("%s message refused: rate limit", self.direction)
             return RATE_LIMITED
