@@ -41,6 +41,7 @@ MXDELIV_SOCKET = RUN / "mxdeliv" / "http.sock"            # nginx POST /mxdeliv 
 MXDELIV_POSTFIX = POSTFIX_QUEUE / "public" / "mxdeliv"    # relay.federation.mxdeliv -> Postfix (as port 25)
 MXSEND_SOCKET = RUN / "mxsend" / "lmtp.sock"              # Postfix (remote domains) -> relay.federation.mxsend
 METADATA_SOCKET = RUN / "metadata" / "dict.sock"          # Dovecot METADATA, new mail -> relay.notify.metadata
+APPVERSIONS_SERVED = RUN / "metadata" / "appversions.json"  # the checked APPVERSIONS_FILE, one line
 COTURN_RUN = Path("/run/coturn")                          # coturn's pid file
 METRICS = RUN / "metrics"         # one directory per helper: its counters (relay.ops.metrics)
 DKIM_RECORD = RUN / "dkim-record.txt"  # the public DKIM record, for the metrics exporter

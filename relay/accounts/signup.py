@@ -3,7 +3,8 @@
 ``POST /new`` hands out a random address and password; the account itself is
 created by the first login with them (relay.accounts.auth). ``GET /new`` sends a
 browser on to the ``dcaccount:`` URL so that Delta Chat opens it. nginx limits
-how often one IP address may ask.
+how often one IP address may ask. ``/cgi-bin/newemail.py`` is the same endpoint:
+the QR codes of early relays point there, and Delta Chat follows no redirects.
 
 The registration mode (relay.accounts.registration) changes the answers: when
 closed, ``/new`` refuses (403); in invite mode it needs ``?invite=<token>``,
@@ -17,12 +18,12 @@ from __future__ import annotations
 import json
 import logging
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import quote
 
 from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import events, invites, registration
 from relay.accounts import store as accounts
+from relay.accounts.links import dcaccount_url, dclogin_url, qr_text
 from relay.settings import Settings
 from relay.wire import socketmap, unixhttp
 
@@ -33,10 +34,11 @@ def new_account(settings: Settings) -> dict:
     """The JSON answer of ``POST /new`` (SPEC §2): ``{"email": "<local>@<domain>",
     "password": "<pw>"}``, a random local part of USERNAME_MAX_LENGTH characters and a random
     password (:func:`relay.accounts.store.random_password`), both ``a-z0-9``. Nothing is
-    stored: the first login creates the account. With TLS_MODE=self-signed a ``"dclogin"`` URL
-    (``dclogin:<email>?p=<pw>&v=1&ic=3``) is added, because Delta Chat refuses a self-signed
-    certificate when it fetches ``/new`` itself (the reference relay adds the same URL in its
-    self-signed mode, under the key ``dclogin_url``).
+    stored: the first login creates the account. With TLS_MODE=self-signed a login URL
+    (``dclogin:<email>?p=<pw>&v=1[&ih=<ip>&sh=<ip>]&ic=3``, :func:`relay.accounts.links.dclogin_url`)
+    is added under the key ``dclogin_url`` (the reference relay's name, which its web page and
+    tools read) and under ``dclogin`` (this relay's older name), because Delta Chat refuses a
+    self-signed certificate when it fetches ``/new`` itself.
     """
     domain = settings.mail_domain
     email = f"{accounts.random_localpart(settings.username_max_length)}@{domain}"
@@ -49,7 +51,9 @@ def answer(settings: Settings, email: str, password: str) -> dict:
     result = {"email": email, "password": password}
     if settings.tls_mode == "self-signed":
         # Delta Chat refuses self-signed certificates unless told: ic=3 accepts them.
-        result["dclogin"] = f"dclogin:{quote(email, safe='@')}?p={quote(password, safe='')}&v=1&ic=3"
+        # "dclogin_url" is the reference relay's key (its web page and tools read it);
+        # "dclogin" is this relay's older name for the same link.
+        result["dclogin_url"] = result["dclogin"] = dclogin_url(settings, email, password)
     return result
 
 
@@ -88,20 +92,16 @@ def post_new(settings: Settings, query: str) -> tuple[int, dict]:
     return refusal(403 if kind == "PERM" else 503, reason, text or "Please try again later.")
 
 
-def dcaccount_url(settings: Settings) -> str:
-    """The link a phone with Delta Chat opens to create an account here."""
-    return f"dcaccount:https://{settings.mail_domain}/new"
+__all__ = ["new_account", "dcaccount_url", "qr_text", "ENDPOINTS", "Handler", "main"]
 
-
-def qr_text(settings: Settings) -> str:
-    """What the home page's QR code says (upper-case scheme: a denser QR code)."""
-    return f"DCACCOUNT:https://{settings.mail_domain}/new"
+# The paths that hand out accounts: /new, and the path of the first relays' QR codes.
+ENDPOINTS = ("/new", "/cgi-bin/newemail.py")
 
 
 class Handler(BaseHTTPRequestHandler):
     """HTTP handler of relay-signup (one instance per request, on the UNIX socket nginx proxies
-    ``/new`` to): ``POST /new`` answers JSON, ``GET``/``HEAD /new`` redirect to the
-    ``dcaccount:`` URL, every other path is a JSON 404.
+    ``/new`` and ``/cgi-bin/newemail.py`` to): ``POST`` answers JSON, ``GET``/``HEAD`` redirect
+    to the ``dcaccount:`` URL, every other path is a JSON 404.
     """
     server_version = "chatmail"
     sys_version = ""
@@ -132,10 +132,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), "application/json")
 
     def do_POST(self) -> None:
-        """``POST /new[?invite=<token>]``: (HTTP status, JSON) from :func:`post_new`; a JSON 404
-        for any other path."""
+        """``POST /new[?invite=<token>]`` (or ``/cgi-bin/newemail.py``): (HTTP status, JSON)
+        from :func:`post_new`; a JSON 404 for any other path."""
         path, _, query = self.path.partition("?")
-        if path != "/new":
+        if path not in ENDPOINTS:
             return self._json(404, {"error": "not found"})
         status, payload = post_new(self.settings, query)
         counters.inc("chatmail_signups_total", outcome="served" if status == 200 else "refused")
@@ -144,13 +144,13 @@ class Handler(BaseHTTPRequestHandler):
         self._json(status, payload)
 
     def do_GET(self) -> None:
-        """``GET /new`` (also HEAD): a 302 to ``dcaccount:https://<domain>/new`` (with the
+        """``GET /new`` or ``/cgi-bin/newemail.py`` (also HEAD): a 302 to ``dcaccount:https://<domain>/new`` (with the
         ``?invite=<token>`` of the request in invite mode) and a small HTML link as body, so
         that a phone's browser hands the URL to Delta Chat; 403 with the reason as HTML when
         registration is closed or, in invite mode, without a well-formed invite; 404 elsewhere.
         """
         path, _, query = self.path.partition("?")
-        if path != "/new":
+        if path not in ENDPOINTS:
             return self._json(404, {"error": "not found"})
         current = registration.mode(self.settings)
         token = invites.token_from_query(query) if current == "invite" else ""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from relay import paths
 from relay.accounts import registration
-from relay.accounts.signup import dcaccount_url, qr_text
+from relay.accounts.links import dcaccount_url, qr_text, server_host
 from relay.boot import render as renderer
 from relay.settings import Settings, template_context
 
@@ -50,6 +50,8 @@ def context(settings: Settings, qr: Callable[[str], bytes] | None = None) -> dic
         qr_png_base64=base64.b64encode(qr(qr_text(settings))).decode() if mode == "open" else "",
         mailbox_quota_mib=settings.mailbox_quota // (1024 * 1024),
         mx_hostname=mx_hostname(settings.mail_domain),
+        # the host clients connect to (autoconfig): a literal's bare address
+        server_host=server_host(settings.mail_domain),
         privacy_contact=settings.privacy_contact,
         operator_lines=settings.privacy_postal.splitlines(),
         pdo_lines=settings.privacy_pdo.splitlines(),

@@ -20,7 +20,7 @@ from relay.boot import datadir, pages, render
 from relay.boot import dkimkey as dkim
 from relay.boot.pages import qr_png
 from relay.certs import files as certs
-from relay.notify import turn
+from relay.notify import appversions, turn
 from relay.settings import Settings, template_context
 
 log = logging.getLogger("chatmail")
@@ -101,6 +101,8 @@ def prepare(settings: Settings) -> dict:
     ipv6 = system.ipv6_available()
     log.info("domain %s, TLS certificate: %s, IPv6 %s", settings.mail_domain, source,
              "available" if ipv6 else "not available: listening on IPv4 only")
+    if appversions.install(settings.appversions_file):
+        log.info("app-version index from %s is served", settings.appversions_file)
     secret = turn.ensure_secret(paths.TURN_SECRET)
     ctx = context(settings, ipv6, secret)
     render.render_all(ctx, root=paths.RENDERED)

@@ -16,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
-from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import Message
-from typing import cast
 
 from relay.filter import guard
 from relay.filter.openpgp import has_one_content_type, is_openpgp_mime
+from relay.filter.rfc5322 import from_addresses, normalise_field_names
+
+__all__ = ["Reject", "UNENCRYPTED", "BAD_FROM", "UNPARSABLE", "parse", "from_addresses",
+           "check_outgoing", "check_incoming"]
 
 
 @dataclass(frozen=True)
@@ -43,30 +45,11 @@ UNPARSABLE = Reject(554, "5.6.0 Message could not be parsed")
 
 
 def parse(data: bytes) -> Message:
-    """``data`` (a raw RFC 5322 message, CRLF or LF) as an email.message.Message, with the lenient
-    compat32 policy: malformed input gives defects, not exceptions.
-    """
-    return message_from_bytes(data, policy=email_policy.compat32)
-
-
-_HEADERS = HeaderRegistry()
-
-
-def from_addresses(msg: Message) -> list[str] | None:
-    """The addresses of the single From: header, lower-cased; None when there is
-    not exactly one From: header or it does not parse cleanly (RFC 5322 parser,
-    which also understands domain literals such as user@[192.0.2.1])."""
-    values = msg.get_all("From") or []
-    if len(values) != 1:
-        return None
-    try:
-        header = _HEADERS("From", str(values[0]))
-    except Exception as exc:
-        guard.unexpected(exc, "From header")  # re-raises under test
-        return None
-    if header.defects:
-        return None
-    return [a.addr_spec.lower() for a in cast(AddressHeader, header).addresses]
+    """The message as Python's email package reads it (compat32: raw header values),
+    after the obsolete ``Name WSP :`` field syntax is written as ``Name:``
+    (relay.filter.rfc5322.normalise_field_names). The From address is read by
+    relay.filter.rfc5322.from_addresses, shared with the DKIM check."""
+    return message_from_bytes(normalise_field_names(data), policy=email_policy.compat32)
 
 
 def _single_text_part(msg: Message) -> str | None:

@@ -7,9 +7,12 @@ Postfix hands every SMTP transaction to us before it queues anything:
     25      smtpd --> incoming.sock --> policy.check_incoming, dkimcheck --> public/reinject-in
 
 We answer the end of DATA only after the reinjection smtpd has answered, so a
-message is either refused with a reason the sender sees at once (523, 553,
-450 rate limit) or accepted by Postfix's queue on /data. If the reinjection
-fails we answer with a temporary error: never accepted-then-lost.
+message is either refused with a reason the sender sees at once (523, 553)
+or accepted by Postfix's queue on /data. If the reinjection fails we answer
+with a temporary error: never accepted-then-lost. The send rate limit refuses
+MAIL FROM (450 4.7.1): Postfix opens this proxy at the first accepted RCPT
+(smtpd_delay_open), so the client reads the refusal as its RCPT reply and
+never uploads the body (as the reference's filtermail does).
 
 Every hop is a UNIX socket: nothing listens on a network for the filter or
 the reinjection, so no network is ever trusted.
@@ -39,15 +42,40 @@ RATE_LIMITED = "450 4.7.1 Too many messages: slow down and try again in a minute
 REINJECT_TIMEOUT = 60
 
 
+def ascii_domain(address: str) -> str:
+    """The address with an internationalised domain name as its A-label (RFC 5890
+    §2.3.2.1: the same name); the local part is kept as it is."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii() or domain.startswith("["):
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address  # Postfix refuses it during the transaction
+
+
 def reinject(path: Path, envelope: Envelope, data: bytes) -> str:
-    """Hand the message to Postfix; return the SMTP reply for our client."""
+    """Hand the message to Postfix; return the SMTP reply for our client.
+
+    The SMTPUTF8 request is not passed on (as the reference's filtermail does):
+    Postfix then queues the message unflagged, and its LMTP client delivers UTF-8
+    headers and UTF-8 local parts to Dovecot, whose LMTP offers no SMTPUTF8 (Postfix
+    SMTPUTF8_README: a flagged message with UTF-8 in it would bounce there, and the
+    bounce of a local sender's message with it). UTF-8 local parts go on without it,
+    as Postfix has always taken them (and Dovecot's LMTP, too), internationalised
+    domains as A-labels; relay-mxsend asks the next hop for SMTPUTF8 itself when an
+    address needs it. ``BODY=`` is passed on."""
     try:
         with UnixSMTP(path) as smtp:
             smtp.connect()
             smtp.ehlo("relay-filter")
-            refused = smtp.sendmail(envelope.mail_from or "", envelope.rcpt_tos, data,
+            # UTF-8 local parts go on as they are, without the SMTPUTF8 request
+            # (SMTPUTF8_README: Postfix has always accepted them so).
+            smtp.command_encoding = "utf-8"
+            refused = smtp.sendmail(ascii_domain(envelope.mail_from or ""),
+                                    [ascii_domain(r) for r in envelope.rcpt_tos], data,
                                     mail_options=[o for o in envelope.mail_options
-                                                  if o.upper().startswith(("BODY=", "SMTPUTF8"))])
+                                                  if o.upper().startswith("BODY=")])
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
         return f"{code} {text.decode(errors='replace') if isinstance(text, bytes) else text}"
@@ -77,6 +105,18 @@ class Handler:
         self.limiter = limiter
         self.reinject_path = reinject_path
         self.check = policy.check_outgoing if direction == "outgoing" else policy.check_incoming
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        """MAIL FROM: ``250 OK``, or the send rate limit's ``450 4.7.1`` (outgoing only; SPEC
+        §3, issue 17 §4). Every transaction takes a token, refused ones too: the answer comes
+        before the body, as the reference's filtermail gives it."""
+        if self.limiter is not None and not self.limiter.allow(address.lower()):
+            log.info("%s message refused: rate limit", self.direction)
+            return RATE_LIMITED
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -117,9 +157,6 @@ class Handler:
         if verdict is not None:
             log.info("%s message refused: %s", self.direction, verdict.reply())
             return verdict.reply()
-        if self.limiter is not None and not self.limiter.allow((envelope.mail_from or "").lower()):
-            log.info("%s message refused: rate limit", self.direction)
-            return RATE_LIMITED
         if self.direction == "outgoing":
             # The real subject travels inside the encryption (SPEC §3). Done here and
             # not in Postfix's header_checks, whose REPLACE action logs the old subject.

@@ -12,7 +12,8 @@ two dicts (the name after the socket path in dovecot.conf):
   * server entries ``/shared/vendor/deltachat/<name>`` (dict key
     ``shared/<INBOX guid>/vendor/vendor.dovecot/pvt/server/vendor/deltachat/<name>``),
     read-only and computed here: ``turn`` (time-limited TURN credentials),
-    ``maxsmtprecipients`` and ``irohrelay``. (``/shared/admin`` comes from
+    ``maxsmtprecipients``, ``irohrelay`` and ``appversions`` (the operator's index,
+    checked at start by relay.notify.appversions). (``/shared/admin`` comes from
     Dovecot's own ``mail_server_admin``.)
 
 ``newmail`` (the notify_status plugin, loaded for LMTP only): after each
@@ -35,7 +36,7 @@ from typing import Any
 from relay import counters, logs, paths
 from relay import settings as settings_mod
 from relay.accounts import store as accounts
-from relay.notify import push, turn
+from relay.notify import appversions, push, turn
 from relay.settings import Settings
 from relay.wire.dovecot_dict import serve_dict_lines, tab_escape, tab_unescape
 from relay.wire.listen import stream_server
@@ -72,6 +73,9 @@ class MetadataService:
         }
         if settings.iroh_relay_url:
             self.server_entries["irohrelay"] = settings.iroh_relay_url
+        index = appversions.served_value()
+        if index is not None:
+            self.server_entries["appversions"] = index
         self.turn_secret = turn_secret if settings.turn else ""
 
     def _user(self, user: str) -> str:

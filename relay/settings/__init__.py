@@ -272,6 +272,15 @@ class Settings:
         "Where the Prometheus metrics are served (`GET /metrics`, text format); empty: "
         "no exporter runs. `compose.yaml` does not publish it: publish it yourself, to a "
         "private address only. `relayctl metrics` prints the same at any time.")
+    appversions_file: str = setting(
+        "APPVERSIONS_FILE", "/data/appversions.json", absolute_path,
+        "an absolute path inside the container",
+        "An app-version index (JSON, the shape of the reference relay's `appversions.json`: "
+        "`{\"clients\": [{\"clientId\", \"sources\": [{\"sourceId\", \"versionInteger\", "
+        "\"versionString\", \"downloadUrl\"}]}]}`) that Delta Chat reads as IMAP METADATA "
+        "`/shared/vendor/deltachat/appversions`. Checked at start: a bad file stops the "
+        "container with one line saying what is wrong. No file at the default path: none is "
+        "offered (NIL).")
     log_level: str = setting(
         "LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
         "one of debug, info, warning, error",

@@ -130,7 +130,7 @@ def test_settings_reach_rendered_configs(host):
     assert main_cf.contains("^virtual_mailbox_domains = _chat.example.test$")
     assert host.file("/etc/dovecot/dovecot.conf").contains("_chat.example.test chatmail relay ready")
     assert host.file("/var/www/chatmail/index.html").contains("dcaccount:https://_chat.example.test/new")
-    assert host.file("/etc/opendkim.conf").contains("^Domain  *_chat.example.test$")
+    assert host.file("/etc/opendkim.conf").contains("^Domain  *csl:_chat.example.test$")
 
 
 def test_postfix_trusts_only_loopback(host):

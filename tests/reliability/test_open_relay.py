@@ -45,6 +45,7 @@ RELAY_TRICKS = [
 UNKNOWN_LOCAL = [
     "nosuchuser@{domain}",
     "postmaster@{domain}",
+    "postmaster",  # bare: Postfix would take it whatever the maps say (issue 17)
     "root@{domain}",
     "{user}+tag@{domain}",
     "{user}.x@{domain}",

@@ -280,3 +280,48 @@ def delta_chat(accounts_dir: Path):
     from deltachat_rpc_client import DeltaChat, Rpc
     with Rpc(accounts_dir=str(accounts_dir), rpc_server_path=rpc_server_path()) as rpc:
         yield DeltaChat(rpc)
+
+
+# --- the relay's log: what a healthy relay never writes --------------------------------
+
+import re as _re  # noqa: E402
+
+_DAEMON_ERRORS = _re.compile(
+    r"^.*(?:: (?:Error|Fatal|Panic): "                       # Dovecot (any service)
+    r"|postfix/[\w/.-]+\[\d+\]: (?:fatal|panic): ).*$", _re.MULTILINE)  # Postfix
+
+
+def daemon_errors(log_text: str) -> list[str]:
+    """Dovecot ``Error:``/``Fatal:``/``Panic:`` lines and Postfix ``fatal:``/``panic:``
+    lines of a relay's log (issue 17 §4: none in a healthy relay's log)."""
+    return [m.group(0).strip() for m in _DAEMON_ERRORS.finditer(log_text)]
+
+
+def logs_since(relay: Relay, since: float) -> str:
+    """The container's log lines from ``since`` (a Unix time) on."""
+    out = docker("logs", "--since", f"{since:.3f}", relay.name, check=False)
+    return out.stdout + out.stderr
+
+
+# --- a signed copy of outgoing mail ---------------------------------------------------
+
+UNREACHABLE = "probe@[192.0.2.55]"  # TEST-NET-1 (RFC 5737): mxsend defers, the queue keeps it
+
+
+def queued_message(container: str, recipient: str = UNREACHABLE, timeout: float = 30) -> bytes:
+    """The queued message for ``recipient`` as Postfix holds it (``postcat``), then removed
+    from the queue. Mail our users send is DKIM-signed before it is queued; local
+    delivery strips the signature (issue 17 §4), so this is where a test sees it."""
+    def queue_id():
+        out = docker("exec", container, "postqueue", "-j").stdout
+        for line in out.splitlines():
+            entry = json.loads(line)
+            if any(r["address"] == recipient for r in entry["recipients"]):
+                return entry["queue_id"]
+        return None
+
+    qid = wait_for(queue_id, timeout, what=f"a queued message for {recipient}")
+    raw = subprocess.run([DOCKER, "exec", container, "postcat", "-bh", "-q", qid],
+                         capture_output=True, check=True, timeout=60).stdout
+    docker("exec", container, "postsuper", "-d", qid, check=False)
+    return raw

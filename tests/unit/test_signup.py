@@ -91,8 +91,9 @@ def test_a_self_signed_relay_adds_a_dclogin_url(serve):
     dclogin: URL with ic=3 tells it to accept one (tests/e2e use it)."""
     request = serve({"TLS_MODE": "self-signed"})
     answer = json.loads(request("POST")[2])
-    assert set(answer) == {"email", "password", "dclogin"}
+    assert set(answer) == {"email", "password", "dclogin", "dclogin_url"}  # issue 17: both keys
     assert answer["dclogin"] == (f"dclogin:{answer['email']}?p={answer['password']}&v=1&ic=3")
+    assert answer["dclogin_url"] == answer["dclogin"]
 
 
 @pytest.mark.parametrize("env,flag", [({"ACCOUNT_CREATION": "off"}, False),
@@ -149,3 +150,14 @@ def test_the_qr_code_and_link_name_new():
     values = settings.load({"MAIL_DOMAIN": DOMAIN})
     assert signup.qr_text(values) == f"DCACCOUNT:https://{DOMAIN}/new"
     assert signup.dcaccount_url(values) == f"dcaccount:https://{DOMAIN}/new"
+
+
+def test_the_first_relays_cgi_path_is_the_same_endpoint(serve):
+    """Issue 17: printed QR codes of early relays point at /cgi-bin/newemail.py, and
+    Delta Chat follows no redirects: the same answers as /new, GET and POST."""
+    request = serve({"TLS_MODE": "self-signed"})
+    status, _, body = request("POST", "/cgi-bin/newemail.py")
+    answer = json.loads(body)
+    assert status == 200 and set(answer) == {"email", "password", "dclogin", "dclogin_url"}
+    status, headers, _ = request("GET", "/cgi-bin/newemail.py")
+    assert status == 302 and headers["Location"] == f"dcaccount:https://{DOMAIN}/new"
