@@ -15,7 +15,6 @@ relay's documented layout.
 
 from __future__ import annotations
 
-import gzip
 import imaplib
 import io
 import json
@@ -31,7 +30,8 @@ import dkim
 import pytest
 
 import refrelay_fixture
-from relaytest import IMAGE, ROOT, delta_chat, docker, insecure_tls, securejoin_request, wait_for
+from relaytest import (IMAGE, ROOT, UNREACHABLE, delta_chat, docker, insecure_tls,
+                       queued_message, securejoin_request, wait_for)
 
 DOMAIN = "_move.example.test"
 COMPOSE = shutil.which("docker-compose")
@@ -226,21 +226,16 @@ def test_old_password_logs_in_and_sees_the_old_mail_with_its_uids(host_relay, im
 
 
 def test_outgoing_mail_is_signed_with_the_old_key_and_selector(host_relay, imported, fixture):
+    """The copy Postfix queues for another domain (local delivery strips the signature)."""
     container, host = host_relay
-    alice, bob = fixture.accounts[:2]
+    alice = fixture.accounts[0]
     marker = secrets.token_hex(6)
     with smtplib.SMTP_SSL(host, 465, context=insecure_tls(), timeout=30) as smtp:
         smtp.login(alice.address, alice.password)
-        smtp.sendmail(alice.address, [bob.address],
-                      securejoin_request(alice.address, bob.address, marker))
-
-    def delivered():
-        out = sh(container, f"grep -l -r {marker} /data/mail/{bob.address}/Maildir/new || true")
-        return out.split()
-    name = wait_for(delivered, 30, what="alice's message in bob's mailbox")[0]
-    raw = subprocess.run(["/usr/bin/docker", "exec", container, "cat", name], check=True,
-                         capture_output=True).stdout
-    raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        smtp.sendmail(alice.address, [UNREACHABLE],
+                      securejoin_request(alice.address, UNREACHABLE, marker))
+    raw = queued_message(container)
+    assert marker.encode() in raw
     assert f"d={DOMAIN}".encode() in raw and b"s=opendkim" in raw
 
     def old_dns(qname, timeout=5):
