@@ -11,7 +11,7 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from relaytest import UNREACHABLE, queued_message, securejoin_request, submit
+from relaytest import queued_message, securejoin_request, submit, unreachable_recipient
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,9 @@ def test_the_printed_dkim_record_verifies_a_signature_made_by_the_relay(relay, p
     # Signed as it leaves (local delivery strips the signature): the queued copy of a
     # message to an unreachable address.
     alice = relay.new_account()
-    submit(relay, alice, [UNREACHABLE], securejoin_request(alice["email"], UNREACHABLE))
-    raw = queued_message(relay.name)
+    with unreachable_recipient(relay.name) as unreachable:
+        submit(relay, alice, [unreachable], securejoin_request(alice["email"], unreachable))
+        raw = queued_message(relay.name, unreachable)
     assert b"DKIM-Signature:" in raw and b"d=" + DOMAIN.encode() in raw
 
     def from_printed_zone(qname, timeout=5):

@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from relaytest import (CAPABILITIES, IMAGE, ROOT, TMPFS, UNREACHABLE, docker, insecure_tls,
-                       queued_message, securejoin_request, wait_for)
+from relaytest import (CAPABILITIES, IMAGE, ROOT, TMPFS, docker, insecure_tls, queued_message,
+                       securejoin_request, unreachable_recipient, wait_for)
 
 COMPOSE = shutil.which("docker-compose")
 # A loopback address of its own: neither a relay from `make up` (127.0.0.1) nor a
@@ -138,16 +138,20 @@ def test_compose_relay_works_with_those_privileges(compose_up):
     with smtplib.SMTP_SSL(ADDRESS, port[465], context=insecure_tls(), timeout=30) as smtp:
         smtp.login(acct["email"], acct["password"])
         smtp.sendmail(acct["email"], [acct["email"]], securejoin_request(acct["email"], acct["email"]))
-        # signed as it leaves: the queued copy of a message to an unreachable address
-        # (local delivery strips the signature)
-        smtp.sendmail(acct["email"], [UNREACHABLE], securejoin_request(acct["email"], UNREACHABLE))
 
     def delivered():
         out = docker("exec", container, "sh", "-c",
                      f"ls /data/mail/{acct['email']}/Maildir/new/", check=False)
         return out.returncode == 0 and out.stdout.strip()
     wait_for(delivered, 30, what="delivery in the compose relay")
-    assert b"\nDKIM-Signature:" in b"\n" + queued_message(container)
+    # signed as it leaves: the queued copy of a message to an unreachable address
+    # (local delivery strips the signature)
+    with unreachable_recipient(container) as unreachable:
+        with smtplib.SMTP_SSL(ADDRESS, port[465], context=insecure_tls(), timeout=30) as smtp:
+            smtp.login(acct["email"], acct["password"])
+            smtp.sendmail(acct["email"], [unreachable],
+                          securejoin_request(acct["email"], unreachable))
+        assert b"\nDKIM-Signature:" in b"\n" + queued_message(container, unreachable)
 
 
 def test_make_status_without_a_terminal(compose_up):

@@ -30,8 +30,8 @@ import dkim
 import pytest
 
 import refrelay_fixture
-from relaytest import (IMAGE, ROOT, UNREACHABLE, delta_chat, docker, insecure_tls,
-                       queued_message, securejoin_request, wait_for)
+from relaytest import (IMAGE, ROOT, delta_chat, docker, insecure_tls, queued_message,
+                       securejoin_request, wait_for)
 
 DOMAIN = "_move.example.test"
 COMPOSE = shutil.which("docker-compose")
@@ -225,16 +225,18 @@ def test_old_password_logs_in_and_sees_the_old_mail_with_its_uids(host_relay, im
             bad.address, bad.password + "x")
 
 
-def test_outgoing_mail_is_signed_with_the_old_key_and_selector(host_relay, imported, fixture):
-    """The copy Postfix queues for another domain (local delivery strips the signature)."""
+def test_outgoing_mail_is_signed_with_the_old_key_and_selector(net, host_relay, imported, fixture):
+    """The copy Postfix queues for another domain (local delivery strips the signature), sent to
+    an unused address of this module's test network: nothing answers, the message stays queued."""
     container, host = host_relay
     alice = fixture.accounts[0]
+    unreachable = f"probe@[{net.ip(250)}]"
     marker = secrets.token_hex(6)
     with smtplib.SMTP_SSL(host, 465, context=insecure_tls(), timeout=30) as smtp:
         smtp.login(alice.address, alice.password)
-        smtp.sendmail(alice.address, [UNREACHABLE],
-                      securejoin_request(alice.address, UNREACHABLE, marker))
-    raw = queued_message(container)
+        smtp.sendmail(alice.address, [unreachable],
+                      securejoin_request(alice.address, unreachable, marker))
+    raw = queued_message(container, unreachable)
     assert marker.encode() in raw
     assert f"d={DOMAIN}".encode() in raw and b"s=opendkim" in raw
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
@@ -305,10 +306,29 @@ def logs_since(relay: Relay, since: float) -> str:
 
 # --- a signed copy of outgoing mail ---------------------------------------------------
 
-UNREACHABLE = "probe@[192.0.2.55]"  # TEST-NET-1 (RFC 5737): mxsend defers, the queue keeps it
+@contextlib.contextmanager
+def unreachable_recipient(container: str) -> Iterator[str]:
+    """A recipient at an address where nothing answers, and from which no packet leaves
+    this machine: an unused address of an internal docker network made for the test and
+    connected to ``container`` (relay-mxsend's connections fail there, so the message
+    stays in the queue for :func:`queued_message`). The network is removed afterwards."""
+    name = f"chatmail-void-{secrets.token_hex(3)}"
+    for _ in range(8):
+        prefix = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
+        if docker("network", "create", "--internal", "--subnet", f"{prefix}.0/24", name,
+                  check=False).returncode == 0:
+            break
+    else:
+        raise RuntimeError("cannot create an internal docker network for an unreachable address")
+    docker("network", "connect", name, container)
+    try:
+        yield f"probe@[{prefix}.254]"
+    finally:
+        docker("network", "disconnect", "-f", name, container, check=False)
+        docker("network", "rm", name, check=False)
 
 
-def queued_message(container: str, recipient: str = UNREACHABLE, timeout: float = 30) -> bytes:
+def queued_message(container: str, recipient: str, timeout: float = 30) -> bytes:
     """The queued message for ``recipient`` as Postfix holds it (``postcat``), then removed
     from the queue. Mail our users send is DKIM-signed before it is queued; local
     delivery strips the signature (issue 17 §4), so this is where a test sees it."""
