@@ -20,11 +20,15 @@ off (so Dovecot drops their repeats), and Dovecot's LMTP socket and relay.accoun
 answer (for at most READY_SECONDS): mail left in the queue by a crash is delivered
 at once, and a delivery attempted before Dovecot listens would be deferred for
 minutes. Once it runs, the deferred queue is flushed: a crash can end Dovecot a
-moment before Postfix, whose last deliveries are then deferred, not done.
+moment before Postfix, whose last deliveries are then deferred, not done; and for
+the first minutes local deliveries deferred because Dovecot or relay-auth were not
+ready yet (a busy start) are retried as soon as both answer, not after Postfix's
+5-minute back-off.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -42,6 +46,10 @@ POSTQUEUE = "/usr/sbin/postqueue"
 DRAIN_SECONDS = 4.0
 AT_ONCE = ("smtpd",)  # ended at once on stop, see drain()
 READY_SECONDS = 15.0
+LOCAL_RETRY_SECONDS = 180.0  # see retry_local()
+LOCAL_QUIET_SECONDS = 20.0
+LOCAL_RETRY_EVERY = 2.0
+LOCAL_RETRIES = 3
 NEEDED = (Path("/run/dovecot/lmtp"), paths.ACCOUNTS_MAP_SOCKET)
 
 
@@ -151,12 +159,68 @@ def alive(pid: int) -> bool:
 
 def flush(master: int) -> None:
     """Retry the deferred queue once the master listens (until then postqueue reports
-    "mail system is down")."""
+    "mail system is down"), then keep retrying local deliveries for a while
+    (:func:`retry_local`)."""
     deadline = time.monotonic() + READY_SECONDS
     while alive(master) and time.monotonic() < deadline:
         if subprocess.run([POSTQUEUE, "-f"], capture_output=True).returncode == 0:
-            return
+            break
         time.sleep(0.2)
+    retry_local(master, local_domain())
+
+
+def local_domain() -> str:
+    """MAIL_DOMAIN, lower case (the domain whose mail Dovecot's LMTP takes)."""
+    from relay import settings
+    return settings.from_environment().mail_domain.lower()
+
+
+def deferred_local(queue_json: str, domain: str) -> list[str]:
+    """Queue ids in ``postqueue -j`` output (one JSON object a line) of deferred messages
+    with a recipient of ``domain``."""
+    ids = []
+    for line in queue_json.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("queue_name") == "deferred" and any(
+                r.get("address", "").lower().rpartition("@")[2] == domain
+                for r in entry.get("recipients", [])):
+            ids.append(entry["queue_id"])
+    return ids
+
+
+def retry_local(master: int, domain: str, seconds: float = LOCAL_RETRY_SECONDS,
+                quiet: float = LOCAL_QUIET_SECONDS, every: float = LOCAL_RETRY_EVERY) -> int:
+    """After a crash or a start on a busy machine, a delivery into a mailbox can be
+    deferred because Dovecot or relay-auth did not answer yet; Postfix would try it
+    again only after minimal_backoff_time (5 minutes). For up to ``seconds`` after the
+    start this retries such messages (``postqueue -i``) once both answer again, every
+    ``every`` seconds, each message at most LOCAL_RETRIES times (a full mailbox also
+    defers, and waits for Postfix's back-off), and stops early once none has been
+    deferred for ``quiet`` seconds. Mail for other domains keeps Postfix's own
+    back-off. Returns how many retries it asked for."""
+    started = last_seen = time.monotonic()
+    tries: dict[str, int] = {}
+    while alive(master) and time.monotonic() - started < seconds:
+        out = subprocess.run([POSTQUEUE, "-j"], capture_output=True, text=True).stdout
+        ids = [i for i in deferred_local(out, domain) if tries.get(i, 0) < LOCAL_RETRIES]
+        now = time.monotonic()
+        if ids:
+            last_seen = now
+            if all(answers(path) for path in NEEDED):
+                for queue_id in ids:
+                    subprocess.run([POSTQUEUE, "-i", queue_id], capture_output=True)
+                    tries[queue_id] = tries.get(queue_id, 0) + 1
+        elif now - last_seen > quiet:
+            break
+        time.sleep(every)
+    retried = sum(tries.values())
+    if retried:
+        print(f"postfix: retried {retried} deferred local deliver{'y' if retried == 1 else 'ies'} "
+              "at once", flush=True)
+    return retried
 
 
 def main(argv: list[str]) -> int:

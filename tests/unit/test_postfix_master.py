@@ -4,6 +4,7 @@ No assertion reads the clock: a child that finished writes a marker file before 
 exits (one ended by SIGTERM never does), and drain() says on stderr when it had to end
 processes still busy at its limit. Bounded polls only keep a broken run from hanging."""
 
+import json
 import os
 import socket
 import subprocess
@@ -114,3 +115,42 @@ def test_waits_for_the_sockets_it_needs(tmp_path, monkeypatch):
     thread.join()
     server.close()
     assert probes[0] is False and probes[-1] is True  # it asked again until the socket answered
+
+
+def test_deferred_local_picks_deferred_messages_for_our_domain():
+    lines = "\n".join(json.dumps(e) for e in [
+        {"queue_name": "deferred", "queue_id": "A1",
+         "recipients": [{"address": "Bob@Chat.Example.ORG", "delay_reason": "lost connection"}]},
+        {"queue_name": "deferred", "queue_id": "B2",
+         "recipients": [{"address": "x@other.example", "delay_reason": "timeout"}]},
+        {"queue_name": "active", "queue_id": "C3", "recipients": [{"address": "c@chat.example.org"}]},
+    ]) + "\nnot json\n"
+    assert postfix_master.deferred_local(lines, "chat.example.org") == ["A1"]
+
+
+def test_retry_local_retries_each_message_a_few_times_while_the_daemons_answer(monkeypatch):
+    """A message deferred after a busy start is retried at once (postqueue -i), at most
+    LOCAL_RETRIES times; the loop ends when nothing local stays deferred."""
+    queue = {"A1": True}
+    calls = []
+
+    def run(argv, **kwargs):
+        calls.append(argv[1:])
+        out = ""
+        if argv[1:] == ["-j"] and queue["A1"]:
+            out = json.dumps({"queue_name": "deferred", "queue_id": "A1",
+                              "recipients": [{"address": "bob@chat.example.org"}]})
+        return subprocess.CompletedProcess(argv, 0, stdout=out, stderr="")
+
+    monkeypatch.setattr(postfix_master.subprocess, "run", run)
+    monkeypatch.setattr(postfix_master, "alive", lambda pid: True)
+    monkeypatch.setattr(postfix_master, "answers", lambda path: True)
+    retried = postfix_master.retry_local(1, "chat.example.org", seconds=60, quiet=0, every=0)
+    assert retried == postfix_master.LOCAL_RETRIES
+    assert calls.count(["-i", "A1"]) == postfix_master.LOCAL_RETRIES
+    # with the daemons not answering, nothing is retried
+    calls.clear()
+    monkeypatch.setattr(postfix_master, "answers", lambda path: False)
+    queue["A1"] = True
+    assert postfix_master.retry_local(1, "chat.example.org", seconds=0.05, quiet=10, every=0) == 0
+    assert ["-i", "A1"] not in calls
