@@ -11,24 +11,10 @@ says "invalid IPv6 address"). A server host name in autoconfig XML or a
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import quote
 
+from relay.addresses import literal_address
 from relay.settings import Settings
-
-
-def literal_address(domain: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address of an address-literal domain (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``,
-    also ``[2001:db8::1]``), None for a DNS name."""
-    if not (domain.startswith("[") and domain.endswith("]")):
-        return None
-    inner = domain[1:-1]
-    if inner.lower().startswith("ipv6:"):
-        inner = inner[5:]
-    try:
-        return ipaddress.ip_address(inner)
-    except ValueError:
-        return None
 
 
 def server_host(domain: str) -> str:

@@ -28,7 +28,6 @@ mail and what the receiver said; no addresses' local parts, no content.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import logging
 import random
 import re
@@ -44,6 +43,7 @@ import dns.name
 import dns.resolver
 
 from relay import counters
+from relay.addresses import literal_address
 from relay.federation.replies import (
     MARKER,
     HttpAnswer,
@@ -99,16 +99,10 @@ def count(path: str, replies: Replies) -> Replies:
 # --- where to deliver -----------------------------------------------------------------
 
 def ip_literal(domain: str) -> str | None:
-    """The address of ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]``; None for a DNS name."""
-    if not (domain.startswith("[") and domain.endswith("]")):
-        return None
-    inner = domain[1:-1]
-    if inner.lower().startswith("ipv6:"):
-        inner = inner[5:]
-    try:
-        return str(ipaddress.ip_address(inner))
-    except ValueError:
-        return None
+    """The address of ``[192.0.2.1]`` or ``[IPv6:2001:db8::1]`` as text; None for a DNS name
+    (:func:`relay.addresses.literal_address`)."""
+    address = literal_address(domain)
+    return None if address is None else str(address)
 
 
 def resolve(domain: str, resolver: dns.resolver.Resolver | None = None) -> Destination:
