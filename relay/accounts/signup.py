@@ -19,8 +19,7 @@ import json
 import logging
 from http.server import BaseHTTPRequestHandler
 
-from relay import counters, logs, paths
-from relay import settings as settings_mod
+from relay import counters, paths
 from relay.accounts import events, invites, registration
 from relay.accounts import store as accounts
 from relay.accounts.links import dcaccount_url, dclogin_url, qr_text
@@ -168,11 +167,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     """relay-signup: read the settings and serve ``paths.SIGNUP_SOCKET`` for ever (threaded)."""
-    settings = settings_mod.from_environment()
-    logs.setup("relay-signup", settings.log_level, settings.log_format)
-    counters.setup("relay-signup")
-    Handler.settings = settings
-    unixhttp.serve(Handler, paths.SIGNUP_SOCKET, log)
+    unixhttp.run_service("relay-signup", Handler, paths.SIGNUP_SOCKET)
 
 
 if __name__ == "__main__":

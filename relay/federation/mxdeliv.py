@@ -35,8 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
-from relay import counters, logs, paths
-from relay import settings as settings_mod
+from relay import counters, paths
 from relay.settings import Settings
 from relay.wire import unixhttp
 from relay.wire.unixsmtp import UnixSMTP, recipients_and_data
@@ -281,11 +280,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     """relay-mxdeliv: read the settings and serve ``paths.MXDELIV_SOCKET`` for ever (threaded)."""
-    settings = settings_mod.from_environment()
-    logs.setup("relay-mxdeliv", settings.log_level, settings.log_format)
-    counters.setup("relay-mxdeliv")
-    Handler.settings = settings
-    unixhttp.serve(Handler, paths.MXDELIV_SOCKET, log)
+    unixhttp.run_service("relay-mxdeliv", Handler, paths.MXDELIV_SOCKET)
 
 
 if __name__ == "__main__":

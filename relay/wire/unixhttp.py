@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import socketserver
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
+
+from relay.wire.listen import open_to_group, replace_socket
 
 
 class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -24,8 +26,20 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def serve(handler: type[BaseHTTPRequestHandler], path: Path, log: logging.Logger) -> None:
     """Serve for ever; who may connect is decided by the socket directory's group."""
-    path.unlink(missing_ok=True)
+    replace_socket(path)
     with Server(str(path), handler) as server:
-        os.chmod(path, 0o666)
+        open_to_group(path)
         log.info("serving %s", path)
         server.serve_forever()
+
+
+def run_service(program: str, handler: Any, path: Path) -> None:
+    """The main() of a helper that nginx proxies to: read the settings, set up its logging
+    and counters under ``program``, give ``handler`` (a BaseHTTPRequestHandler class with a
+    ``settings`` attribute) the settings, and serve ``path`` for ever."""
+    from relay import counters, logs, settings
+    values = settings.from_environment()
+    log = logs.setup(program, values.log_level, values.log_format)
+    counters.setup(program)
+    handler.settings = values
+    serve(handler, path, log)
