@@ -119,13 +119,23 @@ def is_mailer_daemon_report(msg: Message) -> bool:
     return auto not in ("", "no")
 
 
+def _parsed(data: bytes, msg: Message | None) -> Message | None:
+    """``msg``, or ``data`` parsed when it is None; None when the parser fails (an
+    unexpected failure goes through relay.filter.guard: re-raised under test)."""
+    if msg is not None:
+        return msg
+    try:
+        return parse(data)
+    except Exception as exc:
+        guard.unexpected(exc, "parse")
+        return None
+
+
 def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
                    msg: Message | None = None) -> Reject | None:
     """None when a submitted message may go on, else why not (``msg``: ``data`` parsed)."""
-    try:
-        msg = parse(data) if msg is None else msg
-    except Exception as exc:
-        guard.unexpected(exc, "parse")  # re-raises under test
+    msg = _parsed(data, msg)
+    if msg is None:
         return UNPARSABLE
     if from_addresses(msg) != [mail_from.lower()]:
         return BAD_FROM
@@ -139,10 +149,8 @@ def check_outgoing(mail_from: str, rcpt_tos: list[str], data: bytes,
 def check_incoming(mail_from: str, rcpt_tos: list[str], data: bytes,
                    msg: Message | None = None) -> Reject | None:
     """None when a message from another server may be delivered, else why not."""
-    try:
-        msg = parse(data) if msg is None else msg
-    except Exception as exc:
-        guard.unexpected(exc, "parse")  # re-raises under test
+    msg = _parsed(data, msg)
+    if msg is None:
         return UNPARSABLE
     if is_openpgp_mime(msg, outgoing=False):
         return None
