@@ -9,8 +9,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-
-from relaytest import insecure_tls, securejoin_request, submit, wait_for
+from relaytest import imap_accepts, insecure_tls, securejoin_request, smtp_accepts, submit, wait_for
 
 DOMAIN = "_chat.example.test"
 
@@ -22,27 +21,8 @@ def https(relay, method, path):
     return resp.status, dict(resp.getheaders()), resp.read()
 
 
-def imap_login(relay, user, password):
-    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=20)
-    try:
-        im.login(user, password)
-        return True
-    except imaplib.IMAP4.error:
-        return False
-    finally:
-        try:
-            im.logout()
-        except Exception:
-            pass
 
 
-def smtp_login(relay, user, password):
-    with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(), timeout=20) as s:
-        try:
-            s.login(user, password)
-            return True
-        except smtplib.SMTPAuthenticationError:
-            return False
 
 
 # --- /new and the web pages -----------------------------------------------------------
@@ -104,10 +84,10 @@ def test_port_80_redirects_to_https(relay):
 
 def test_first_login_creates_and_later_logins_must_match(relay):
     acct = relay.new_account()
-    assert imap_login(relay, acct["email"], acct["password"])
-    assert not imap_login(relay, acct["email"], acct["password"] + "x")
-    assert smtp_login(relay, acct["email"], acct["password"])
-    assert not smtp_login(relay, acct["email"], "wrong-password-123")
+    assert imap_accepts(relay, acct["email"], acct["password"])
+    assert not imap_accepts(relay, acct["email"], acct["password"] + "x")
+    assert smtp_accepts(relay, acct["email"], acct["password"])
+    assert not smtp_accepts(relay, acct["email"], "wrong-password-123")
 
 
 @pytest.mark.parametrize("user,password,why", [
@@ -119,16 +99,16 @@ def test_first_login_creates_and_later_logins_must_match(relay):
     ("abcdefghi", "longenoughpassword", "no domain"),
 ])
 def test_refused_first_logins(relay, user, password, why):
-    assert not imap_login(relay, user, password), why
-    assert not smtp_login(relay, user, password), why
+    assert not imap_accepts(relay, user, password), why
+    assert not smtp_accepts(relay, user, password), why
     out = relay.exec("ls", "/data/accounts").stdout
     assert user.lower() not in out.split()
 
 
 def test_uppercase_login_reaches_the_same_account(relay):
     acct = relay.new_account()
-    assert imap_login(relay, acct["email"], acct["password"])
-    assert imap_login(relay, acct["email"].upper(), acct["password"])
+    assert imap_accepts(relay, acct["email"], acct["password"])
+    assert imap_accepts(relay, acct["email"].upper(), acct["password"])
 
 
 def test_no_auth_without_tls_on_587(relay):
@@ -141,7 +121,7 @@ def test_no_auth_without_tls_on_587(relay):
 
 def test_no_password_in_clear_on_data(relay):
     acct = relay.new_account()
-    assert imap_login(relay, acct["email"], acct["password"])
+    assert imap_accepts(relay, acct["email"], acct["password"])
     submit(relay, acct, [acct["email"]], securejoin_request(acct["email"], acct["email"]))
     found = relay.exec("grep", "-rlF", acct["password"], "/data", check=False)
     assert found.returncode == 1, f"password found in {found.stdout}"
@@ -152,16 +132,16 @@ def test_no_password_in_clear_on_data(relay):
 def test_account_creation_switch(relay):
     """The old `relayctl accounts off|on` (now an alias of `relayctl registration closed|default`)."""
     existing = relay.new_account()
-    assert imap_login(relay, existing["email"], existing["password"])
+    assert imap_accepts(relay, existing["email"], existing["password"])
     relay.exec("relayctl", "accounts", "off")
     try:
         assert https(relay, "POST", "/new")[0] == 403
         fresh = f"zzzzzzzz9@{DOMAIN}"
-        assert not imap_login(relay, fresh, "longenoughpassword")
-        assert imap_login(relay, existing["email"], existing["password"])
+        assert not imap_accepts(relay, fresh, "longenoughpassword")
+        assert imap_accepts(relay, existing["email"], existing["password"])
     finally:
         relay.exec("relayctl", "accounts", "on")
-    assert imap_login(relay, f"zzzzzzzz8@{DOMAIN}", "longenoughpassword")
+    assert imap_accepts(relay, f"zzzzzzzz8@{DOMAIN}", "longenoughpassword")
 
 
 # --- sending as someone else ------------------------------------------------------------
@@ -191,7 +171,7 @@ def test_foreign_from_header_refused(relay):
 def test_inactive_accounts_and_old_mail_are_deleted(relay):
     stale, active = relay.new_account(), relay.new_account()
     for acct in (stale, active):
-        assert imap_login(relay, acct["email"], acct["password"])
+        assert imap_accepts(relay, acct["email"], acct["password"])
         submit(relay, acct, [acct["email"]], securejoin_request(acct["email"], acct["email"]))
     for acct in (stale, active):
         wait_for(lambda: relay.mailbox_files(acct["email"]), 30, what="delivery")

@@ -19,10 +19,21 @@ import threading
 from pathlib import Path
 
 import pytest
+from relaytest import (
+    DOCKER,
+    IMAGE,
+    docker,
+    imap_accepts,
+    imap_login,
+    insecure_tls,
+    securejoin_request,
+    set_device_token,
+    smtp_accepts,
+    submit,
+    wait_for,
+)
 
 from relay.notify.push import pending_key
-from relaytest import (DOCKER, IMAGE, docker, imap_login, insecure_tls, securejoin_request,
-                       set_device_token, submit, wait_for)
 
 DOMAIN = "_chat.example.test"
 
@@ -44,27 +55,8 @@ def relayctl(relay, *args):
     return json.loads(relay.exec("relayctl", *args, "--json").stdout)
 
 
-def can_log_in(relay, user, password):
-    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=20)
-    try:
-        im.login(user, password)
-        return True
-    except imaplib.IMAP4.error:
-        return False
-    finally:
-        try:
-            im.logout()
-        except Exception:
-            pass
 
 
-def smtp_can_log_in(relay, user, password):
-    with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(), timeout=20) as s:
-        try:
-            s.login(user, password)
-            return True
-        except smtplib.SMTPAuthenticationError:
-            return False
 
 
 def in_parallel(*calls):
@@ -109,15 +101,15 @@ def mode(relay):
 
 def test_closed_refuses_new_accounts_by_every_way(relay, mode):
     existing = relay.new_account()
-    assert can_log_in(relay, existing["email"], existing["password"])
+    assert imap_accepts(relay, existing["email"], existing["password"])
     state = mode("closed")
     assert state["registration"] == "closed" and "relayctl" in state["source"]
     status, body = post_new(relay)
     assert status == 403 and body["reason"] == "This relay does not accept new accounts."
     assert https(relay, "GET", "/new")[0] == 403
-    assert not can_log_in(relay, f"closedacc@{DOMAIN}", "longenoughpassword")
+    assert not imap_accepts(relay, f"closedacc@{DOMAIN}", "longenoughpassword")
     assert f"closedacc@{DOMAIN}" not in account_names(relay)
-    assert can_log_in(relay, existing["email"], existing["password"])  # existing ones work
+    assert imap_accepts(relay, existing["email"], existing["password"])  # existing ones work
     page = https(relay, "GET", "/")[2].decode()
     assert "does not accept new accounts" in page and "data:image/png" not in page
     assert relayctl(relay, "registration", "default")["registration"] == "open"
@@ -154,7 +146,7 @@ def session_ended(im):
 def test_disable_and_enable(relay):
     a, b, c = relay.new_account(), relay.new_account(), relay.new_account()
     for acct in (a, b, c):
-        assert can_log_in(relay, acct["email"], acct["password"])
+        assert imap_accepts(relay, acct["email"], acct["password"])
     im = imap_login(relay, a)
     im.select("INBOX")
     smtp = smtp_session(relay, a)
@@ -185,9 +177,9 @@ def test_disable_and_enable(relay):
                f"touch -d '91 days ago' /data/accounts/{c['email']} && relayctl expire")
     assert c["email"] not in account_names(relay)
     assert in_parallel(  # each failed login waits 2 s (auth_failure_delay): at once
-        lambda: can_log_in(relay, a["email"], a["password"]),
-        lambda: smtp_can_log_in(relay, a["email"], a["password"]),
-        lambda: can_log_in(relay, c["email"], "anotherpassword1"),
+        lambda: imap_accepts(relay, a["email"], a["password"]),
+        lambda: smtp_accepts(relay, a["email"], a["password"]),
+        lambda: imap_accepts(relay, c["email"], "anotherpassword1"),
     ) == [False, False, False]
     assert c["email"] not in account_names(relay)
     listing = relayctl(relay, "account", "list", "--disabled")
@@ -197,7 +189,7 @@ def test_disable_and_enable(relay):
         ["0", "0"]
 
     assert relayctl(relay, "account", "enable", a["email"])["was_disabled"] is True
-    assert can_log_in(relay, a["email"], a["password"])
+    assert imap_accepts(relay, a["email"], a["password"])
     submit(relay, b, [a["email"]], securejoin_request(b["email"], a["email"]))
     assert relayctl(relay, "account", "delete", c["email"])["deleted"]["was_disabled"]
 
@@ -211,7 +203,7 @@ def test_list_counts_only(relay):
 def test_delete_leaves_nothing_on_data(relay):
     a, b = relay.new_account(), relay.new_account()
     for acct in (a, b):
-        assert can_log_in(relay, acct["email"], acct["password"])
+        assert imap_accepts(relay, acct["email"], acct["password"])
     token = f"openpgp:delete-{secrets.token_hex(6)}"
     im = imap_login(relay, a)
     assert set_device_token(im, token)[0] == "OK"
@@ -261,16 +253,16 @@ def test_invite_mode(relay, invite_mode):
     before = account_names(relay)
     status, account = post_new(relay, f"invite={by_new}")
     assert status == 200 and account["email"] in account_names(relay)  # made at once
-    assert can_log_in(relay, account["email"], account["password"])
+    assert imap_accepts(relay, account["email"], account["password"])
     status, body = post_new(relay, f"invite={by_new}")                  # used twice
     assert status == 403 and "already used" in body["reason"]
 
     # create on first login: the invite in front of the password
-    assert can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
-    assert smtp_can_log_in(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
+    assert imap_accepts(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
+    assert smtp_accepts(relay, f"invitelog@{DOMAIN}", by_login + "longenoughpassword")
     assert in_parallel(  # each failed login waits 2 s (auth_failure_delay): at once
-        lambda: can_log_in(relay, f"invitelo2@{DOMAIN}", "longenoughpassword"),
-        lambda: can_log_in(relay, f"invitelo3@{DOMAIN}", by_login + "longenoughpassword"),
+        lambda: imap_accepts(relay, f"invitelo2@{DOMAIN}", "longenoughpassword"),
+        lambda: imap_accepts(relay, f"invitelo3@{DOMAIN}", by_login + "longenoughpassword"),
     ) == [False, False]
     assert account_names(relay) - before == {account["email"], f"invitelog@{DOMAIN}"}
 
@@ -293,8 +285,8 @@ def test_one_invite_used_by_clients_at_once_makes_one_account(relay, invite_mode
         assert sorted(status for status, _ in results) == [200, 403, 403, 403], results
     [token] = invite_tokens(relay)  # by first login, two clients with different addresses
     results = in_parallel(
-        lambda: can_log_in(relay, f"racerone1@{DOMAIN}", token + "longenoughpassword"),
-        lambda: can_log_in(relay, f"racertwo2@{DOMAIN}", token + "longenoughpassword"))
+        lambda: imap_accepts(relay, f"racerone1@{DOMAIN}", token + "longenoughpassword"),
+        lambda: imap_accepts(relay, f"racertwo2@{DOMAIN}", token + "longenoughpassword"))
     assert sorted(results) == [False, True]
     assert len(account_names(relay)) == before + 4
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import imaplib
 import json
 import os
 import secrets
@@ -229,6 +230,31 @@ def free_port() -> int:
 
 
 # --- IMAP METADATA (RFC 5464), which imaplib does not know ---------------------------
+
+def imap_accepts(relay: Relay, user: str, password: str) -> bool:
+    """Whether an IMAP LOGIN with ``user`` and ``password`` succeeds (implicit TLS, 993)."""
+    im = imaplib.IMAP4_SSL("127.0.0.1", relay.port(993), ssl_context=insecure_tls(), timeout=20)
+    try:
+        im.login(user, password)
+        return True
+    except imaplib.IMAP4.error:
+        return False
+    finally:
+        try:
+            im.logout()
+        except Exception:
+            pass
+
+
+def smtp_accepts(relay: Relay, user: str, password: str) -> bool:
+    """Whether SMTP AUTH with ``user`` and ``password`` succeeds (implicit TLS, 465)."""
+    with smtplib.SMTP_SSL("127.0.0.1", relay.port(465), context=insecure_tls(), timeout=20) as s:
+        try:
+            s.login(user, password)
+            return True
+        except smtplib.SMTPAuthenticationError:
+            return False
+
 
 def imap_login(relay: Relay, account: dict):
     import imaplib
