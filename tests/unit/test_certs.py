@@ -77,6 +77,15 @@ def test_failures_are_remembered_on_the_volume(tmp_path, monkeypatch):
     assert acme.State.load().failures == 0
 
 
+def test_the_first_failure_on_a_fresh_volume_is_remembered(tmp_path, monkeypatch):
+    # A fresh volume has no /data/tls/acme yet when the name checks fail (DNS not ready), the
+    # usual state of a new relay: the failure must still be saved, so the back-off holds.
+    monkeypatch.setattr(acme, "STATE", tmp_path / "acme" / "state.json")
+    acme.record_failure(acme.State.load(), acme.AcmeError("no A record", cheap=True), now=1000.0)
+    assert acme.State.load().next_attempt == 1030.0
+    assert (tmp_path / "acme").stat().st_mode & 0o777 == 0o700
+
+
 def test_a_corrupt_state_file_means_no_back_off(tmp_path, monkeypatch):
     monkeypatch.setattr(acme, "STATE", tmp_path / "state.json")
     (tmp_path / "state.json").write_text("{not json")
