@@ -54,7 +54,10 @@ def cmd_dkim_record(args: argparse.Namespace) -> int:
         show({"name": f"{dkim.selector()}._domainkey", "type": "TXT",
               "value": dkim.txt_record_value()}, True)
     else:
-        print(f'{dkim.selector()}._domainkey IN TXT "{dkim.txt_record_value()}"')
+        # Split into character-strings of at most 255 characters, as a zone file needs them
+        # (a 2048-bit key's value is about 400).
+        from relay.ops.dnszone import txt_rdata
+        print(f"{dkim.selector()}._domainkey IN TXT {txt_rdata(dkim.txt_record_value())}")
     return 0
 
 
