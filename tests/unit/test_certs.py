@@ -46,6 +46,23 @@ def test_garbage_is_refused_not_raised(tmp_path):
     assert certs.validate_pair(cert, key).startswith("unreadable certificate or key")
 
 
+def test_openssls_complaint_is_one_line(tmp_path):
+    cert, key = make_cert(tmp_path)
+    cert.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert "\n" not in certs.validate_pair(cert, key)
+
+
+def test_an_extra_ca_file_without_a_certificate_stops_the_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(certs.paths, "CA_BUNDLE", tmp_path / "ca.pem")
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ValueError, match="EXTRA_CA_FILE=.*holds no PEM certificate"):
+        certs.write_ca_bundle(str(tmp_path / "passwd"))
+    assert not (tmp_path / "ca.pem").exists()
+    cert, _ = make_cert(tmp_path)
+    certs.write_ca_bundle(str(cert))
+    assert (tmp_path / "ca.pem").read_text().endswith(cert.read_text())
+
+
 def test_dates_and_fingerprint(tmp_path):
     cert, _ = make_cert(tmp_path, days=30)
     lifetime = certs.not_after(cert) - certs.not_before(cert)
