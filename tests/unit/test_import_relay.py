@@ -183,6 +183,20 @@ def test_plan_sorts_accounts_and_refuses_conflicts(fixture, tmp_path, as_vmail, 
     assert plan.dkim_selector == "opendkim" and plan.dkim_record == fixture.published_record
 
 
+def test_a_password_that_is_no_salted_hash_is_not_imported(tmp_path, as_vmail, monkeypatch):
+    # Dovecot would take {PLAIN}secret: a six-character password kept on /data as it is.
+    base = f"home/vmail/mail/{DOMAIN}/"
+    good = "{SHA512-CRYPT}$6$abcdefghijklmnop$" + "x" * 86
+    archive = _tar({base + f"plain1234@{DOMAIN}/password": b"{PLAIN}secret\n",
+                    base + f"hashed123@{DOMAIN}/password": good.encode()})
+    stage = importstage.unpack(archive, tmp_path / "stage", DOMAIN, now=NOW)
+    monkeypatch.setattr(importrelay.accounts, "read_hash", lambda address: None)
+    plan = importrelay.make_plan(stage, skip_conflicts=False)
+    assert plan.new == [f"hashed123@{DOMAIN}"]
+    assert plan.invalid == {f"plain1234@{DOMAIN}": "password stored as {PLAIN}, not as the salted "
+                                                   "SHA512-CRYPT hash the reference relay writes"}
+
+
 def test_plan_refuses_a_key_for_another_domain(fixture, tmp_path, as_vmail, monkeypatch):
     stage = importstage.unpack(fixture.archive, tmp_path / "stage", DOMAIN, now=NOW)
     monkeypatch.setattr(importrelay.accounts, "read_hash", lambda address: None)
