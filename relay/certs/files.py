@@ -180,7 +180,8 @@ def prepare(settings: Settings) -> str:
                 f"TLS_MODE=external needs TLS_CERT_FILE={cert} and TLS_KEY_FILE={key}")
         problem = validate_pair(cert, key)
         if problem:
-            raise ValueError(f"TLS_MODE=external: {problem}")
+            raise ValueError(f"TLS_MODE=external: TLS_CERT_FILE={cert} and TLS_KEY_FILE={key} "
+                             f"are no usable pair: {problem}")
         install(cert, key)
         return "external"
     if mode == "acme" and acme_ready():
