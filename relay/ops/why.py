@@ -217,6 +217,8 @@ def command(args) -> int:
     domain = target_domain(args.target)
     problem = ""
     try:
+        if not domain:
+            raise ValueError("no domain")
         parse_domain(domain)
     except ValueError as exc:
         problem = (f"{args.target!r} is neither an address nor a domain name ({exc}): give "

@@ -146,7 +146,9 @@ def make_plan(stage: Stage, skip_conflicts: bool) -> Plan:
                       f"{' ...' if len(plan.conflict) > 5 else ''}; --skip-conflicts imports the "
                       "others and leaves these as they are here")
     if not plan.new and not plan.merge:
-        raise Refused("no account of the archive can be imported")
+        why = "; ".join(f"{a}: {reason}" for a, reason in list(plan.invalid.items())[:3])
+        more = " ..." if len(plan.invalid) > 3 else ""
+        raise Refused("no account of the archive can be imported" + (f" ({why}{more})" if why else ""))
     _dkim_choice(stage, plan)
     return plan
 

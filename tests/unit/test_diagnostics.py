@@ -136,7 +136,7 @@ def test_target_domain_drops_the_local_part():
 
 
 @pytest.mark.parametrize("target, says", [
-    ("a@", "neither an address nor a domain name"),
+    ("a@", "neither an address nor a domain name (no domain)"),
     ("@@", "neither an address nor a domain name"),
     ("bad domain!", "neither an address nor a domain name"),
     ("[999.1.1.1]", "not a valid IP literal"),

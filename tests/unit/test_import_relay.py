@@ -195,6 +195,11 @@ def test_a_password_that_is_no_salted_hash_is_not_imported(tmp_path, as_vmail, m
     assert plan.new == [f"hashed123@{DOMAIN}"]
     assert plan.invalid == {f"plain1234@{DOMAIN}": "password stored as {PLAIN}, not as the salted "
                                                    "SHA512-CRYPT hash the reference relay writes"}
+    alone = importstage.unpack(_tar({base + f"plain1234@{DOMAIN}/password": b"{PLAIN}secret"}),
+                               tmp_path / "stage2", DOMAIN, now=NOW)
+    with pytest.raises(importstage.Refused, match=r"no account .* \(plain1234@.*: password stored "
+                                                  r"as \{PLAIN\}"):
+        importrelay.make_plan(alone, skip_conflicts=False)
 
 
 def test_plan_refuses_a_key_for_another_domain(fixture, tmp_path, as_vmail, monkeypatch):
