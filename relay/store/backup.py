@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from relay import paths
+from relay.store import tarstream
 
 SKIP_DIRS = {"tmp"}  # Maildir tmp/: messages still being written
 MAILDIR_BASE = re.compile(r"^(?P<base>[^:]+)(:2,.*)?$")
@@ -85,7 +86,7 @@ def restore(src: BinaryIO, root: Path = paths.DATA, force: bool = False) -> int:
     seen: set[str] = set()
     count = written = 0
     try:
-        with tarfile.open(fileobj=src, mode="r|gz") as tar:
+        with tarstream.open_stream(src) as tar:  # a truncated archive is an error
             for member in tar:
                 if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
                     raise RuntimeError(f"unsafe path in the archive: {member.name}")

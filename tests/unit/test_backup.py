@@ -176,9 +176,19 @@ def test_an_archive_damaged_halfway_says_the_volume_holds_part_of_it(monkeypatch
     raw = archive(data)
     target = tmp_path / "empty"
     target.mkdir()
-    rc, _ = run_main(monkeypatch, ["restore"], target, raw[:len(raw) // 2])
+    rc, _ = run_main(monkeypatch, ["restore"], target, raw[:-4])  # every member, no gzip trailer
     err = capsys.readouterr().err
     assert rc == 1 and "now holds part of the archive" in err and "restore --force" in err
     assert "\n" not in err.rstrip("\n")
     assert run_main(monkeypatch, ["restore", "--force"], target, raw)[0] == 0
     assert (target / "accounts" / ADDR).exists()
+
+
+def test_an_archive_cut_anywhere_is_an_error_never_a_silent_partial_restore(data, tmp_path):
+    # tarfile alone reads a gzip stream that breaks off as a shorter, complete archive.
+    raw = archive(data)
+    for cut in range(1, len(raw)):
+        target = tmp_path / f"cut{cut}"
+        target.mkdir()
+        with pytest.raises((RuntimeError, OSError, EOFError, tarfile.TarError)):
+            backup.restore(io.BytesIO(raw[:cut]), target)

@@ -160,6 +160,14 @@ def test_unpack_refuses_another_domain_unsafe_paths_and_empty_archives(tmp_path,
         importstage.unpack(io.BytesIO(b"this is no archive" * 100), tmp_path / "s4", DOMAIN)
 
 
+def test_a_streamed_archive_cut_anywhere_is_refused(fixture, tmp_path, as_vmail):
+    # A truncated copy must not import part of the mail and call it done.
+    raw = fixture.archive.read_bytes()
+    for cut in range(1, len(raw), 13):
+        with pytest.raises(importstage.Refused, match="not a readable tar archive"):
+            importstage.unpack(io.BytesIO(raw[:cut]), tmp_path / f"s{cut}", DOMAIN, now=NOW)
+
+
 def test_a_streamed_archive_reads_like_a_file(fixture, tmp_path, as_vmail):
     with open(fixture.archive, "rb") as f:
         stage = importstage.unpack(f, tmp_path / "stage", DOMAIN, now=NOW)
