@@ -91,8 +91,11 @@ class State:
             return cls()
 
     def save(self) -> None:
-        """Write the state to ``STATE`` atomically (a temporary file, then rename). Raises OSError.
+        """Write the state to ``STATE`` atomically (a temporary file, then rename), making its
+        directory (root only, 0700) when missing: the first failure on a fresh volume comes before
+        any key exists there. Raises OSError.
         """
+        STATE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = STATE.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.__dict__))
         os.replace(tmp, STATE)

@@ -112,7 +112,9 @@ def validate_pair(cert: Path, key: Path, names: list[str] | None = None) -> str 
         key_pub = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout"],
                                  capture_output=True, check=True).stdout
     except subprocess.CalledProcessError as exc:
-        return f"unreadable certificate or key ({exc.stderr.decode(errors='replace').strip()[:120]})"
+        # openssl's own words, on one line: the entrypoint's error for a bad pair is one line
+        said = " ".join(exc.stderr.decode(errors="replace").split())[:120]
+        return f"unreadable certificate or key ({said})"
     if cert_pub != key_pub:
         return f"{cert} does not belong to the key {key}"
     if not_after(cert) < time.time():
@@ -146,9 +148,13 @@ def write_ca_bundle(extra: str) -> None:
     bundle = Path("/etc/ssl/certs/ca-certificates.crt").read_text()
     if extra:
         try:
-            bundle += "\n" + Path(extra).read_text()
+            added = Path(extra).read_text(errors="replace")
         except OSError as exc:
             raise FileNotFoundError(f"EXTRA_CA_FILE={extra} cannot be read: {exc.strerror}") from None
+        if "-----BEGIN CERTIFICATE-----" not in added:
+            raise ValueError(f"EXTRA_CA_FILE={extra} holds no PEM certificate "
+                             "(-----BEGIN CERTIFICATE-----)")
+        bundle += "\n" + added
     tmp = paths.CA_BUNDLE.with_suffix(".new")
     tmp.write_text(bundle)
     tmp.chmod(0o644)
@@ -174,7 +180,8 @@ def prepare(settings: Settings) -> str:
                 f"TLS_MODE=external needs TLS_CERT_FILE={cert} and TLS_KEY_FILE={key}")
         problem = validate_pair(cert, key)
         if problem:
-            raise ValueError(f"TLS_MODE=external: {problem}")
+            raise ValueError(f"TLS_MODE=external: TLS_CERT_FILE={cert} and TLS_KEY_FILE={key} "
+                             f"are no usable pair: {problem}")
         install(cert, key)
         return "external"
     if mode == "acme" and acme_ready():

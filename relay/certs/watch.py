@@ -334,20 +334,18 @@ def status(values: Settings) -> dict:
     return info
 
 
-def renew(values: Settings, force: bool) -> int:
-    """relayctl certs renew: one ACME attempt now (ignoring the back-off), then switch."""
+def renew(values: Settings, force: bool) -> tuple[int, str]:
+    """relayctl certs renew: one ACME attempt now (ignoring the back-off), then switch. Returns
+    the exit status (0 renewed or not due, 1 not renewed) and one line saying what happened.
+    """
     if values.tls_mode != "acme":
-        print(f"TLS_MODE={values.tls_mode}: nothing to renew")
-        return 1
+        return 1, f"TLS_MODE={values.tls_mode}: nothing to renew"
     with locked():
         if not (force or acme_due()):
-            print("the certificate is not due for renewal (use --force)")
-            return 0
+            return 0, "the certificate is not due for renewal (use --force)"
         if not acme.attempt(values, force=True):
-            print(f"failed: {acme.State.load().last_error}")
-            return 1
+            return 1, f"failed: {acme.State.load().last_error}"
         chain, key = certs.ACME / "fullchain.pem", certs.ACME / "privkey.pem"
         ok = switch_to(chain, key, "renewed on request")
-    print("renewed; every port serves the new certificate" if ok else
-          "renewed, but not every port serves it: see the log")
-    return 0 if ok else 1
+    return (0, "renewed; every port serves the new certificate") if ok else \
+        (1, "renewed, but not every port serves it: see the log")

@@ -161,15 +161,23 @@ def check_port25(hosts: list[str]) -> Check:
     """
     reached: list[str] = []
     failed: list[str] = []
+    unresolved = 0  # hosts whose name did not resolve: no port was tried
     for host in hosts:
         try:
             with socket.create_connection((host, 25), 8) as sock:
                 banner = sock.recv(200).decode("ascii", "replace").strip()
             (reached if banner.startswith("220") else failed).append(f"{host}: {banner[:40]}")
+        except socket.gaierror as exc:
+            unresolved += 1
+            failed.append(f"{host}: {exc}")
         except OSError as exc:
             failed.append(f"{host}: {exc}")
     if reached:
         return Check("outbound port 25", "ok", "; ".join(reached))
+    if unresolved == len(hosts):
+        return Check("outbound port 25", "fail", "; ".join(failed),
+                     "no host name resolved, so port 25 was not tried: fix the resolver first "
+                     "(the resolver check), or name a host with --port25-host")
     return Check("outbound port 25", "fail", "; ".join(failed),
                  "many providers block outbound port 25 until asked: open a ticket with yours")
 

@@ -54,7 +54,10 @@ def cmd_dkim_record(args: argparse.Namespace) -> int:
         show({"name": f"{dkim.selector()}._domainkey", "type": "TXT",
               "value": dkim.txt_record_value()}, True)
     else:
-        print(f'{dkim.selector()}._domainkey IN TXT "{dkim.txt_record_value()}"')
+        # Split into character-strings of at most 255 characters, as a zone file needs them
+        # (a 2048-bit key's value is about 400).
+        from relay.ops.dnszone import txt_rdata
+        print(f"{dkim.selector()}._domainkey IN TXT {txt_rdata(dkim.txt_record_value())}")
     return 0
 
 
@@ -79,8 +82,25 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from relay.certs import watch
     values = settings.from_environment()
     if args.action == "renew":
-        return watch.renew(values, args.force)
-    show(watch.status(values), args.json)
+        status, message = watch.renew(values, args.force)
+        if args.json:
+            show({"ok": status == 0, "message": message}, True)
+        else:
+            print(message)
+        return status
+    info = watch.status(values)
+    if args.json:
+        show(info, True)
+        return 0
+    for key, value in info.items():  # lists and mappings in words, not as Python reprs
+        if isinstance(value, list):
+            print(f"{key}: {', '.join(str(v) for v in value)}")
+        elif isinstance(value, dict):
+            print(f"{key}:")
+            for name, state in value.items():
+                print(f"  {name}: {state}")
+        else:
+            print(f"{key}: {value}")
     return 0
 
 

@@ -212,11 +212,22 @@ def command(args) -> int:
     import json
 
     from relay import settings as settings_mod
+    from relay.settings.parsers import parse_domain
     values = settings_mod.from_environment()
     domain = target_domain(args.target)
-    if not domain or domain == values.mail_domain:
-        print(f"{domain or args.target!r} is not another domain: mail for {values.mail_domain} "
-              "is delivered here (relayctl queue shows what waits)")
+    problem = ""
+    try:
+        if not domain:
+            raise ValueError("no domain")
+        parse_domain(domain)
+    except ValueError as exc:
+        problem = (f"{args.target!r} is neither an address nor a domain name ({exc}): give "
+                   "ADDRESS or DOMAIN, e.g. someone@chat.example.org or chat.example.org")
+    if not problem and domain == values.mail_domain:
+        problem = (f"{domain!r} is not another domain: mail for {values.mail_domain} is delivered "
+                   "here (relayctl queue shows what waits)")
+    if problem:
+        print(json.dumps({"error": problem, "exit_status": 2}, indent=2) if args.json else problem)
         return 2
     report = investigate(domain, values.mail_domain)
     print(json.dumps(as_json(report), indent=2) if args.json else text(report))

@@ -176,7 +176,7 @@ class Settings:
         "PASSWORD_MIN_LENGTH", "9", integer(8, 128),
         "a whole number from 8 to 128",
         "Shortest password accepted when a login creates an account (`/new` hands out "
-        "three characters more).")
+        "three characters more, and at least 20).")
     registration: str = setting(
         "REGISTRATION", "open", choice("open", "closed", "invite"),
         "one of open, closed, invite",
@@ -204,7 +204,8 @@ class Settings:
     new_accounts_per_minute: int = setting(
         "NEW_ACCOUNTS_PER_MINUTE", "20", integer(1, 10000),
         "a whole number from 1 to 10000",
-        "How many `/new` requests one IP address may make a minute.")
+        "How many `/new` requests one IP address may make a minute, after a burst of 10 "
+        "more (nginx `limit_req`); beyond it 429.")
     max_message_size: int = setting(
         "MAX_MESSAGE_SIZE", "30M", size(1 * MiB, 1 * GiB),
         "a size from 1M to 1G, such as 30M",

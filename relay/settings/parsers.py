@@ -131,6 +131,8 @@ def http_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("not an http(s) URL")
+    if any(c.isspace() or not c.isprintable() for c in text.strip()):
+        raise ValueError("a URL has no spaces or control characters (write a space as %20)")
     return text.strip()
 
 
@@ -186,12 +188,21 @@ def port_range(low: int, high: int, most: int) -> Callable[[str], tuple[int, int
 
 
 def email_or_empty(text: str) -> str:
-    """The text (stripped) when it is empty or looks like ``local@domain.tld``; raises ValueError
-    otherwise. (Only a plausibility check: the address is used as a contact.)
+    """The text (stripped) when it is empty or an address ``local@domain``: a dot-atom local part
+    (RFC 5322 §3.2.3 ``atext`` and dots) and a domain :func:`parse_domain` takes; raises
+    ValueError otherwise. (The address is a contact: shown on the web pages, in the TLSRPT record
+    and to clients, so nothing beyond plain addresses.)
     """
     value = text.strip()
-    if value and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", value):
+    if not value:
+        return value
+    local, _, domain = value.rpartition("@")
+    if not re.match(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$", local):
         raise ValueError("not an e-mail address")
+    try:
+        parse_domain(domain)
+    except ValueError as exc:
+        raise ValueError(f"not an e-mail address: its domain {domain!r}: {exc}") from None
     return value
 
 

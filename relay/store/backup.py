@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from relay import paths
+from relay.store import tarstream
 
 SKIP_DIRS = {"tmp"}  # Maildir tmp/: messages still being written
 MAILDIR_BASE = re.compile(r"^(?P<base>[^:]+)(:2,.*)?$")
@@ -74,25 +75,37 @@ def _maildir_key(name: str) -> str | None:
 
 
 def restore(src: BinaryIO, root: Path = paths.DATA, force: bool = False) -> int:
-    """Unpack an archive into root; return the number of files restored."""
+    """Unpack an archive into root; return the number of files restored. Raises RuntimeError
+    (a volume that holds a relay, an unsafe path), OSError or tarfile.TarError; when the archive
+    fails halfway the message says that ``root`` now holds part of it (the archive is a stream:
+    what came before the damage is unpacked).
+    """
     if (root / paths.LAYOUT_VERSION_FILE.name).exists() and not force:
         raise RuntimeError(f"{root} already holds a relay; restore into an empty volume "
                            "(or pass --force to overwrite)")
     seen: set[str] = set()
-    count = 0
-    with tarfile.open(fileobj=src, mode="r|gz") as tar:
-        for member in tar:
-            if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                raise RuntimeError(f"unsafe path in the archive: {member.name}")
-            if member.issym() or member.islnk():
-                continue  # /data holds no links; never follow one out of it
-            key = _maildir_key(member.name)
-            if key is not None:
-                if key in seen:
-                    continue  # caught in new/ and cur/: one copy is enough
-                seen.add(key)
-            tar.extract(member, root, set_attrs=True, numeric_owner=True)
-            count += member.isreg()
+    count = written = 0
+    try:
+        with tarstream.open_stream(src) as tar:  # a truncated archive is an error
+            for member in tar:
+                if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                    raise RuntimeError(f"unsafe path in the archive: {member.name}")
+                if member.issym() or member.islnk():
+                    continue  # /data holds no links; never follow one out of it
+                key = _maildir_key(member.name)
+                if key is not None:
+                    if key in seen:
+                        continue  # caught in new/ and cur/: one copy is enough
+                    seen.add(key)
+                tar.extract(member, root, set_attrs=True, numeric_owner=True)
+                written += 1
+                count += member.isreg()
+    except (OSError, EOFError, RuntimeError, tarfile.TarError) as exc:
+        if not written:
+            raise
+        raise RuntimeError(f"{exc}; {root} now holds part of the archive ({written} entries): do "
+                           "not start the relay on it, run relayctl restore --force with a "
+                           "complete archive") from None
     return count
 
 
@@ -114,7 +127,7 @@ def main(argv: list[str]) -> int:
         else:
             n = restore(sys.stdin.buffer, force="--force" in argv)
             print(f"restore: {n} files into {paths.DATA}", file=sys.stderr)
-    except (OSError, RuntimeError, tarfile.TarError) as exc:
+    except (OSError, EOFError, RuntimeError, tarfile.TarError) as exc:
         print(f"relayctl {command}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -105,6 +105,9 @@ def _dkim_choice(stage: Stage, plan: Plan) -> None:
     plan.dkim_record = refrelay.cmdeploy_record(p)
 
 
+SALTED_HASH = "{SHA512-CRYPT}$6$"  # the only form the reference relay's doveauth.py writes
+
+
 def make_plan(stage: Stage, skip_conflicts: bool) -> Plan:
     """Decide what happens to each account and to the DKIM key; Refused when the
     import cannot go ahead as a whole."""
@@ -119,6 +122,12 @@ def make_plan(stage: Stage, skip_conflicts: bool) -> Plan:
         elif account.password is None:
             plan.invalid[address] = ("empty or unreadable password file (unusable there too)"
                                      if account.password_seen else "no password file")
+        elif not account.password.startswith(SALTED_HASH):
+            # The reference writes only SHA512-CRYPT (doveauth.py); anything else (e.g. {PLAIN})
+            # would put a password on /data as it is and skip PASSWORD_MIN_LENGTH.
+            scheme = account.password.partition("}")[0] + "}"
+            plan.invalid[address] = (f"password stored as {scheme}, not as the salted "
+                                     "SHA512-CRYPT hash the reference relay writes")
         else:
             here = accounts.read_hash(address)
             kind = plan.new if here is None else plan.merge if here == account.password \
@@ -137,7 +146,9 @@ def make_plan(stage: Stage, skip_conflicts: bool) -> Plan:
                       f"{' ...' if len(plan.conflict) > 5 else ''}; --skip-conflicts imports the "
                       "others and leaves these as they are here")
     if not plan.new and not plan.merge:
-        raise Refused("no account of the archive can be imported")
+        why = "; ".join(f"{a}: {reason}" for a, reason in list(plan.invalid.items())[:3])
+        more = " ..." if len(plan.invalid) > 3 else ""
+        raise Refused("no account of the archive can be imported" + (f" ({why}{more})" if why else ""))
     _dkim_choice(stage, plan)
     return plan
 

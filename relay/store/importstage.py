@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from relay.store import refrelay
+from relay.store import refrelay, tarstream
 
 
 class Refused(Exception):
@@ -180,7 +180,7 @@ def unpack(src: BinaryIO | Path, stage_root: Path, domain: str, now: float | Non
             with tarfile.open(src, mode="r:*") as tar:
                 reader.read(tar)
         else:
-            with tarfile.open(fileobj=src, mode="r|*") as tar:
+            with tarstream.open_stream(src) as tar:  # a truncated archive is an error
                 reader.read(tar)
     except tarfile.TarError as exc:
         raise Refused(f"not a readable tar archive ({exc})") from None

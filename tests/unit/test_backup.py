@@ -167,3 +167,28 @@ def test_a_damaged_archive_is_an_error_not_a_crash(monkeypatch, capsys, tmp_path
     rc, _ = run_main(monkeypatch, ["restore"], target, b"not a tar archive")
     assert rc == 1 and capsys.readouterr().err.startswith("relayctl restore: ")
     assert os.listdir(target) == []
+
+
+def test_an_archive_damaged_halfway_says_the_volume_holds_part_of_it(monkeypatch, capsys, data,
+                                                                      tmp_path):
+    # A truncated download: what came before the damage is on the volume, and its
+    # LAYOUT_VERSION makes the next plain restore refuse; the operator must hear both.
+    raw = archive(data)
+    target = tmp_path / "empty"
+    target.mkdir()
+    rc, _ = run_main(monkeypatch, ["restore"], target, raw[:-4])  # every member, no gzip trailer
+    err = capsys.readouterr().err
+    assert rc == 1 and "now holds part of the archive" in err and "restore --force" in err
+    assert "\n" not in err.rstrip("\n")
+    assert run_main(monkeypatch, ["restore", "--force"], target, raw)[0] == 0
+    assert (target / "accounts" / ADDR).exists()
+
+
+def test_an_archive_cut_anywhere_is_an_error_never_a_silent_partial_restore(data, tmp_path):
+    # tarfile alone reads a gzip stream that breaks off as a shorter, complete archive.
+    raw = archive(data)
+    for cut in range(1, len(raw)):
+        target = tmp_path / f"cut{cut}"
+        target.mkdir()
+        with pytest.raises((RuntimeError, OSError, EOFError, tarfile.TarError)):
+            backup.restore(io.BytesIO(raw[:cut]), target)

@@ -46,6 +46,23 @@ def test_garbage_is_refused_not_raised(tmp_path):
     assert certs.validate_pair(cert, key).startswith("unreadable certificate or key")
 
 
+def test_openssls_complaint_is_one_line(tmp_path):
+    cert, key = make_cert(tmp_path)
+    cert.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert "\n" not in certs.validate_pair(cert, key)
+
+
+def test_an_extra_ca_file_without_a_certificate_stops_the_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(certs.paths, "CA_BUNDLE", tmp_path / "ca.pem")
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ValueError, match="EXTRA_CA_FILE=.*holds no PEM certificate"):
+        certs.write_ca_bundle(str(tmp_path / "passwd"))
+    assert not (tmp_path / "ca.pem").exists()
+    cert, _ = make_cert(tmp_path)
+    certs.write_ca_bundle(str(cert))
+    assert (tmp_path / "ca.pem").read_text().endswith(cert.read_text())
+
+
 def test_dates_and_fingerprint(tmp_path):
     cert, _ = make_cert(tmp_path, days=30)
     lifetime = certs.not_after(cert) - certs.not_before(cert)
@@ -75,6 +92,15 @@ def test_failures_are_remembered_on_the_volume(tmp_path, monkeypatch):
     assert acme.State.load().next_attempt == 2000.0 + 1200
     acme.record_success()
     assert acme.State.load().failures == 0
+
+
+def test_the_first_failure_on_a_fresh_volume_is_remembered(tmp_path, monkeypatch):
+    # A fresh volume has no /data/tls/acme yet when the name checks fail (DNS not ready), the
+    # usual state of a new relay: the failure must still be saved, so the back-off holds.
+    monkeypatch.setattr(acme, "STATE", tmp_path / "acme" / "state.json")
+    acme.record_failure(acme.State.load(), acme.AcmeError("no A record", cheap=True), now=1000.0)
+    assert acme.State.load().next_attempt == 1030.0
+    assert (tmp_path / "acme").stat().st_mode & 0o777 == 0o700
 
 
 def test_a_corrupt_state_file_means_no_back_off(tmp_path, monkeypatch):

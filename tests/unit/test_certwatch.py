@@ -262,3 +262,30 @@ def test_a_watch_started_on_unreadable_files_installs_them_once_readable(monkeyp
     key.write_text("k")
     w.step()
     assert switched == [f"{cert} changed"]
+
+
+# --- relayctl certs: what the operator reads ---------------------------------------
+
+def test_relayctl_certs_renew_json_is_json_when_there_is_nothing_to_renew(monkeypatch, capsys):
+    import json
+
+    from relay.ops import relayctl
+    monkeypatch.setenv("MAIL_DOMAIN", "localhost")
+    monkeypatch.setenv("TLS_MODE", "self-signed")
+    assert relayctl.main(["certs", "renew", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": False, "message": "TLS_MODE=self-signed: nothing to renew"}
+    assert relayctl.main(["certs", "renew"]) == 1
+    assert capsys.readouterr().out == "TLS_MODE=self-signed: nothing to renew\n"
+
+
+def test_relayctl_certs_prints_names_and_ports_in_words(monkeypatch, capsys):
+    from relay.ops import relayctl
+    monkeypatch.setenv("MAIL_DOMAIN", "localhost")
+    monkeypatch.setattr(watch, "status", lambda values: {
+        "mode": "self-signed", "names": ["DNS:localhost", "IP:127.0.0.1"],
+        "served": {"25 (SMTP STARTTLS)": "ok", "443 (HTTPS)": "an older certificate"}})
+    assert relayctl.main(["certs"]) == 0
+    assert capsys.readouterr().out == (
+        "mode: self-signed\nnames: DNS:localhost, IP:127.0.0.1\nserved:\n"
+        "  25 (SMTP STARTTLS): ok\n  443 (HTTPS): an older certificate\n")

@@ -135,6 +135,23 @@ def test_target_domain_drops_the_local_part():
     assert why.target_domain("example.test") == "example.test"
 
 
+@pytest.mark.parametrize("target, says", [
+    ("a@", "neither an address nor a domain name (no domain)"),
+    ("@@", "neither an address nor a domain name"),
+    ("bad domain!", "neither an address nor a domain name"),
+    ("[999.1.1.1]", "not a valid IP literal"),
+    ("someone@Chat.Example.ORG", "is not another domain"),
+])
+def test_why_refuses_what_names_no_other_domain_before_probing(target, says, monkeypatch, capsys):
+    from types import SimpleNamespace
+    monkeypatch.setenv("MAIL_DOMAIN", "chat.example.org")
+    monkeypatch.setattr(why, "investigate", lambda *a: pytest.fail("probed"))
+    assert why.command(SimpleNamespace(target=target, json=False)) == 2
+    assert says in capsys.readouterr().out
+    assert why.command(SimpleNamespace(target=target, json=True)) == 2
+    assert says in json.loads(capsys.readouterr().out)["error"]
+
+
 # --- counters -----------------------------------------------------------------------
 
 def test_labels_are_declared_values_or_other():

@@ -11,6 +11,7 @@ import os
 import re
 
 import dns.name
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.zone
@@ -400,6 +401,17 @@ def test_relayctl_dns_json(container, capsys):
     assert data["domain"] == DOMAIN and len(data["records"]) == 15
     assert {"name", "rtype", "rdata", "required"} <= set(data["records"][0])
     assert "check" not in data
+
+
+def test_relayctl_dkim_record_is_a_line_a_zone_file_takes(container, capsys):
+    # One quoted string of 410 characters is no valid TXT record: at most 255 per string.
+    assert cli.main(["dkim-record"]) == 0
+    name, rdata_text = capsys.readouterr().out.strip().split(" IN TXT ", 1)
+    assert name == "chatmail._domainkey"
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, rdata_text)
+    assert len(rdata.strings) == 2 and b"".join(rdata.strings).decode() == DKIM_VALUE
+    assert cli.main(["dkim-record", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] == DKIM_VALUE
 
 
 def test_check_exit_status_and_output(container, capsys):

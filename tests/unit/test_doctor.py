@@ -156,6 +156,16 @@ def test_port25(monkeypatch):
     assert "block outbound port 25" in check.advice
 
 
+def test_port25_without_dns_blames_the_resolver_not_the_provider(monkeypatch):
+    def connect(address, timeout):
+        raise doctor.socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(doctor.socket, "create_connection", connect)
+    check = doctor.check_port25(["mx.a.example", "mx.b.example"])
+    assert check.verdict == "fail" and "resolver" in check.advice
+    assert "block outbound port 25" not in check.advice
+
+
 class Reference:
     """urlopen's answer: a HEAD response with a Date header (or none)."""
 

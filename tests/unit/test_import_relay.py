@@ -160,6 +160,14 @@ def test_unpack_refuses_another_domain_unsafe_paths_and_empty_archives(tmp_path,
         importstage.unpack(io.BytesIO(b"this is no archive" * 100), tmp_path / "s4", DOMAIN)
 
 
+def test_a_streamed_archive_cut_anywhere_is_refused(fixture, tmp_path, as_vmail):
+    # A truncated copy must not import part of the mail and call it done.
+    raw = fixture.archive.read_bytes()
+    for cut in range(1, len(raw), 13):
+        with pytest.raises(importstage.Refused, match="not a readable tar archive"):
+            importstage.unpack(io.BytesIO(raw[:cut]), tmp_path / f"s{cut}", DOMAIN, now=NOW)
+
+
 def test_a_streamed_archive_reads_like_a_file(fixture, tmp_path, as_vmail):
     with open(fixture.archive, "rb") as f:
         stage = importstage.unpack(f, tmp_path / "stage", DOMAIN, now=NOW)
@@ -181,6 +189,25 @@ def test_plan_sorts_accounts_and_refuses_conflicts(fixture, tmp_path, as_vmail, 
     assert plan.conflict == [carol.address] and list(plan.invalid) == [dave.address]
     assert plan.messages == 5 + 2 and plan.without_e2ee_flag == 1  # with hard-linked copies
     assert plan.dkim_selector == "opendkim" and plan.dkim_record == fixture.published_record
+
+
+def test_a_password_that_is_no_salted_hash_is_not_imported(tmp_path, as_vmail, monkeypatch):
+    # Dovecot would take {PLAIN}secret: a six-character password kept on /data as it is.
+    base = f"home/vmail/mail/{DOMAIN}/"
+    good = "{SHA512-CRYPT}$6$abcdefghijklmnop$" + "x" * 86
+    archive = _tar({base + f"plain1234@{DOMAIN}/password": b"{PLAIN}secret\n",
+                    base + f"hashed123@{DOMAIN}/password": good.encode()})
+    stage = importstage.unpack(archive, tmp_path / "stage", DOMAIN, now=NOW)
+    monkeypatch.setattr(importrelay.accounts, "read_hash", lambda address: None)
+    plan = importrelay.make_plan(stage, skip_conflicts=False)
+    assert plan.new == [f"hashed123@{DOMAIN}"]
+    assert plan.invalid == {f"plain1234@{DOMAIN}": "password stored as {PLAIN}, not as the salted "
+                                                   "SHA512-CRYPT hash the reference relay writes"}
+    alone = importstage.unpack(_tar({base + f"plain1234@{DOMAIN}/password": b"{PLAIN}secret"}),
+                               tmp_path / "stage2", DOMAIN, now=NOW)
+    with pytest.raises(importstage.Refused, match=r"no account .* \(plain1234@.*: password stored "
+                                                  r"as \{PLAIN\}"):
+        importrelay.make_plan(alone, skip_conflicts=False)
 
 
 def test_plan_refuses_a_key_for_another_domain(fixture, tmp_path, as_vmail, monkeypatch):

@@ -65,12 +65,24 @@ def test_empty_value_takes_the_default():
     ("CREATE_MAX_LOAD", "high", "number"),
     ("ACCOUNT_CREATION", "maybe", "on or off"),
     ("LOG_LEVEL", "loud", "debug, info"),
+    ("ACME_DIRECTORY_URL", "https://exa mple.org/directory", "http(s) URL"),
+    ("ADMIN_EMAIL", "<script>@example.org", "e-mail address"),
+    ("ADMIN_EMAIL", "ops@example..org", "e-mail address"),
+    ("PRIVACY_MAIL", "ops@", "e-mail address"),
+    ("PRIVACY_MAIL", "a b@example.org", "e-mail address"),
 ])
 def test_bad_values_name_variable_and_accepted_values(name, value, accepted):
     with pytest.raises(SettingError) as err:
         load({**BASE, name: value})
     assert str(err.value).startswith(f"{name}=")
     assert accepted in str(err.value)
+
+
+@pytest.mark.parametrize("address", [
+    "ops@example.org", "o'brien+relay@mail.example.org", "first.last@example.org", "ops@[192.0.2.1]",
+])
+def test_plain_contact_addresses_are_taken(address):
+    assert load({**BASE, "ADMIN_EMAIL": f" {address} "}).admin_email == address
 
 
 def test_username_max_below_min_is_refused():
