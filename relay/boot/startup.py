@@ -94,6 +94,7 @@ def prepare(settings: Settings) -> dict:
     does not fit its key), subprocess.CalledProcessError or RuntimeError (``postfix check``
     failed); entrypoint.py turns any of them into one line and stops the container.
     """
+    index = appversions.load(settings.appversions_file)  # checked before anything is changed
     datadir.prepare()
     source = certs.prepare(settings)
     dkim.ensure_key()
@@ -101,7 +102,7 @@ def prepare(settings: Settings) -> dict:
     ipv6 = system.ipv6_available()
     log.info("domain %s, TLS certificate: %s, IPv6 %s", settings.mail_domain, source,
              "available" if ipv6 else "not available: listening on IPv4 only")
-    if appversions.install(settings.appversions_file):
+    if appversions.install(index):
         log.info("app-version index from %s is served", settings.appversions_file)
     secret = turn.ensure_secret(paths.TURN_SECRET)
     ctx = context(settings, ipv6, secret)

@@ -122,11 +122,11 @@ def load(path: str) -> str | None:
     return json.dumps(index, separators=(",", ":"), ensure_ascii=False)
 
 
-def install(path: str, served: Path | None = None) -> bool:
-    """Check the operator's index and write it where relay.notify.metadata reads it
-    (``paths.APPVERSIONS_SERVED``), or remove a stale one; True when one is served."""
+def install(line: str | None, served: Path | None = None) -> bool:
+    """Write the checked index ``line`` (from :func:`load`) where relay.notify.metadata
+    reads it (``paths.APPVERSIONS_SERVED``), or remove a stale one when ``line`` is None;
+    True when one is served."""
     served = served or paths.APPVERSIONS_SERVED
-    line = load(path)
     if line is None:
         served.unlink(missing_ok=True)
         return False

@@ -273,7 +273,8 @@ def run(src: BinaryIO | Path, settings: Settings, dry_run: bool = False,
     it into place failed halfway (e.g. the disk filled up)."""
     from relay.boot import datadir
     try:
-        datadir.prepare()  # also before the relay's first start (docker compose run)
+        # also before the relay's first start (docker compose run); a dry run only checks
+        datadir.check_layout() if dry_run else datadir.prepare()
     except datadir.LayoutError as exc:
         raise Refused(str(exc)) from None
     with open(LOCK, "w") as lock:

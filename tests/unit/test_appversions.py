@@ -90,6 +90,6 @@ def test_served_through_metadata_and_nil_without(tmp_path, monkeypatch):
     settings = load({"MAIL_DOMAIN": "chat.example.org"})
     tokens = push.TokenStore(tmp_path)
     assert metadata.MetadataService(settings, tokens, None).lookup(KEY, "") is None
-    assert appversions.install(write(tmp_path, GOOD)) is True
+    assert appversions.install(appversions.load(write(tmp_path, GOOD))) is True
     value = metadata.MetadataService(settings, tokens, None).lookup(KEY, "")
     assert value is not None and json.loads(value) == GOOD and "\n" not in value
