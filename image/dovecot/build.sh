@@ -28,7 +28,8 @@ version=$(dpkg-parsechangelog -S Version)
 {
     printf 'dovecot (%s+chatmail1) bookworm; urgency=medium\n\n' "$version"
     printf '  * Announce new mail to IDLE clients without the 500 ms delay.\n'
-    printf '  * Keep every record of the duplicate database on concurrent commits.\n\n'
+    printf '  * Keep every record of the duplicate database on concurrent commits.\n'
+    printf '  * Wake IDLE clients through a mailbox-notify service, not inotify.\n\n'
     printf ' -- chatmail relay appliance <root@localhost>  %s\n\n' "$(dpkg-parsechangelog -S Date)"
     cat debian/changelog
 } > debian/changelog.new
