@@ -16,7 +16,7 @@ import secrets
 import subprocess
 import sys
 
-from relay import paths, system
+from relay import limits, paths, system
 from relay.accounts.signup import dcaccount_url, qr_text
 from relay.boot import datadir, render
 from relay.boot import dkimkey as dkim
@@ -94,6 +94,7 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
         turn_external_ips=turn_external_ips(settings.public_addresses),
         supervisor_password=secrets.token_urlsafe(24),
         qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
+        **limits.dovecot_limits(settings.max_imap_connections, limits.open_files_limit()),
     )
     return ctx
 
