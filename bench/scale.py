@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import secrets
 import smtplib
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from idle_clients import IdleClients, random_accounts  # noqa: E402
-from relaytest import Relay, docker, insecure_tls, securejoin_request, wait_for  # noqa: E402
+from relaytest import Relay, docker, inotify_usage, insecure_tls, securejoin_request, wait_for  # noqa: E402
 
 HIBERNATE_TIMEOUT_S = 30   # the relay's default IMAP_HIBERNATE_TIMEOUT
 MiB = 1024 * 1024
@@ -86,44 +85,6 @@ def process_table(relay: Relay) -> dict[str, dict[str, int]]:
         entry["count"] += 1
         entry["rss_anon_kib"] += int(kib or 0)
     return table
-
-
-def container_pids(name: str) -> list[int]:
-    """Host process ids of the container's processes (from its cgroup)."""
-    cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
-    for path in (f"/sys/fs/cgroup/memory/docker/{cid}/cgroup.procs",
-                 f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cgroup.procs",
-                 f"/sys/fs/cgroup/docker/{cid}/cgroup.procs"):
-        try:
-            return [int(line) for line in open(path)]
-        except OSError:
-            continue
-    return []
-
-
-def inotify_usage(name: str) -> dict[str, int] | None:
-    """inotify instances and watches held by the container's processes, read from the host's
-    /proc (inside the container that needs CAP_SYS_PTRACE, which the relay does not have);
-    None when this process may not read them."""
-    instances = watches = 0
-    pids = container_pids(name)
-    if not pids:
-        return None
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            return None
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                    continue
-                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                    watches += sum(1 for line in info if line.startswith("inotify wd:"))
-                instances += 1
-            except OSError:
-                continue  # the process or fd went away meanwhile
-    return {"instances": instances, "watches": watches}
 
 
 class Sender:
