@@ -158,7 +158,10 @@ async def measure(relay: Relay, address: str, n: int, concurrency: int) -> dict:
         # everyone idle past the timeout: in imap-hibernate, no imap process left
         await loop.run_in_executor(None, lambda: wait_for(
             lambda: imap_processes(relay) <= 2, HIBERNATE_TIMEOUT_S + 120, 1, "hibernation"))
-        await asyncio.sleep(5)
+        # the auth-worker processes of the login burst end after a minute without work
+        await loop.run_in_executor(None, lambda: wait_for(
+            lambda: process_table(relay).get("auth", {}).get("count", 0) <= 2, 120, 2,
+            "auth workers gone"))
         result["memory_hibernated_bytes"] = cgroup_memory(relay.name)
         result["processes_hibernated"] = await loop.run_in_executor(None, process_table, relay)
         result["inotify_hibernated"] = await loop.run_in_executor(None, inotify_usage, relay.name)
