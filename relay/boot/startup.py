@@ -94,6 +94,7 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
         turn_external_ips=turn_external_ips(settings.public_addresses),
         supervisor_password=secrets.token_urlsafe(24),
         qr_png_base64=base64.b64encode(qr_png(qr_text(settings))).decode(),
+        mailbox_notify=paths.DOVECOT_MAILBOX_NOTIFY.exists(),
         **limits.dovecot_limits(settings.max_imap_connections, limits.open_files_limit()),
     )
     return ctx
