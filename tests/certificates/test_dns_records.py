@@ -70,7 +70,8 @@ def test_the_printed_dkim_record_verifies_a_signature_made_by_the_relay(relay, p
     relay.exec("sh", "-c", f"rm -f /data/mail/{bob['email']}/Maildir/new/*")
     submit(relay, alice, [bob["email"]], securejoin_request(alice["email"], bob["email"]))
     name = wait_for(lambda: relay.mailbox_files(bob["email"]), 30, what="delivery")[0]
-    raw = relay.exec("sh", "-c", f"cat /data/mail/{bob['email']}/Maildir/*/{name}").stdout.encode()
+    # stored gzip-compressed (zlib_save); zcat -f reads both forms
+    raw = relay.exec("sh", "-c", f"zcat -f /data/mail/{bob['email']}/Maildir/*/{name}").stdout.encode()
     assert b"DKIM-Signature:" in raw and b"d=" + DOMAIN.encode() in raw
 
     def from_printed_zone(qname, timeout=5):

@@ -139,7 +139,7 @@ def test_compose_relay_works_with_those_privileges(compose_up):
 
     def delivered():
         out = docker("exec", container, "sh", "-c",
-                     f"grep -l '^DKIM-Signature:' /data/mail/{acct['email']}/Maildir/new/*",
+                     f"zgrep -l '^DKIM-Signature:' /data/mail/{acct['email']}/Maildir/new/*",
                      check=False)
         return out.returncode == 0
     wait_for(delivered, 30, what="signed delivery in the compose relay")
