@@ -10,8 +10,9 @@ Every IMAP client holds, for as long as it is connected:
   image/dovecot/mailbox-notify.patch), and 1 more for a moment whenever a process announces
   a change there.
 
-imap-login and imap-hibernate spread over as many processes as needed, so only mailbox-notify,
-which must stay one process, needs the limit to cover MAX_IMAP_CONNECTIONS. No kernel setting
+imap-login and imap-hibernate spread over as many processes as needed (also to stay below
+Dovecot's per-process memory limit), so only mailbox-notify, which must stay one process, needs
+the limit to cover MAX_IMAP_CONNECTIONS. No kernel setting
 of the host matters for new-mail announcements (IDLE takes no inotify instance or watch).
 """
 
@@ -22,6 +23,11 @@ import resource
 
 # Descriptors a Dovecot process uses besides its clients (logs, master, listeners, config).
 PROCESS_OVERHEAD_FDS = 64
+# Connections one imap-login or imap-hibernate process takes at most: Dovecot stops a process
+# whose address space passes its vsz_limit (256 MB by default), and an idle TLS connection
+# holds about 33 KiB in imap-login (more during its handshake); one process with 7,660 of them
+# was stopped there.
+CLIENTS_PER_PROCESS_MAX = 4000
 # Room in mailbox-notify for announcements arriving at once and IMAP NOTIFY sessions.
 ANNOUNCEMENT_FDS = 1024
 
@@ -48,11 +54,12 @@ def raise_command(needed: int) -> str:
 
 def dovecot_limits(max_imap_connections: int, open_files: int) -> dict[str, int]:
     """Template values for dovecot.conf: ``imap_login_client_limit`` and
-    ``imap_hibernate_client_limit`` (connections per process, each 2 descriptors) with the
-    ``..._process_limit`` that lets all ``max_imap_connections`` in, and
+    ``imap_hibernate_client_limit`` (connections per process: each takes 2 descriptors, and at
+    most CLIENTS_PER_PROCESS_MAX) with the ``..._process_limit`` that lets all
+    ``max_imap_connections`` in, and
     ``mailbox_notify_client_limit`` (what one process can hold, at most what is needed)."""
     usable = max(PROCESS_OVERHEAD_FDS, open_files - PROCESS_OVERHEAD_FDS)
-    per_process = max(1, min(max_imap_connections, usable // 2))
+    per_process = max(1, min(max_imap_connections, usable // 2, CLIENTS_PER_PROCESS_MAX))
     processes = math.ceil(max_imap_connections / per_process) + 1
     return {
         "imap_login_client_limit": per_process,
