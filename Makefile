@@ -13,7 +13,7 @@ export DOCKER IMAGE
 ARM64_BASE ?= chatmail-base-arm64:bookworm-slim
 ARM64_IMAGE ?= chatmail-relay:arm64
 
-.PHONY: help base-image image up down logs status test test-unit lint venv clean docs bench \
+.PHONY: help base-image image up down logs status test test-unit lint venv clean docs bench bench-scale \
         image-arm64 test-arm64
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test        the whole test suite against the real image"
 	@echo "make test-unit   linters, type checker and the pure Python tests (seconds, no Docker)"
 	@echo "make bench       latency, memory, size and start-up figures -> bench/results.json"
+	@echo "make bench-scale 10,000 IMAP clients in IDLE (N=...): memory per client, latency"
 	@echo "make image       build $(IMAGE);  make base-image: $(BASE_IMAGE) via debootstrap if needed"
 
 base-image:
@@ -86,6 +87,9 @@ test: lint image
 bench: venv image  ## measurements, written to bench/results.json (not part of make test)
 	$(MAKE) image DOVECOT=stock IMAGE=chatmail-relay:stock
 	$(VENV)/bin/python bench/run.py
+
+bench-scale: venv image  ## the scale step with N=10000 IMAP clients in IDLE (bench/scale.py)
+	$(VENV)/bin/python bench/scale.py $(or $(N),10000)
 
 docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings/ (and compose.host.yaml from compose.yaml)
 	python3 -m relay.settings --write-docs .

@@ -16,6 +16,13 @@ Everything runs against a fresh container of the real image on loopback ports:
 * the Delta Chat end-to-end latency once more, in the same run, against the
   comparator image (same Dockerfile, Debian's stock Dovecot: `make image
   DOVECOT=stock IMAGE=chatmail-relay:stock`), so the ratio is read side by side;
+* one message hop by hop (bench/hoptrace.py): submission, filter, re-injection, queue
+  manager, Dovecot LMTP store through Sieve, Postfix's delivery record, IDLE EXISTS;
+* the stored mail's size on disk (compressed) against its uncompressed size, over the real
+  encrypted messages the runs above delivered;
+* the scale step (bench/scale.py): 2,000 IMAP clients in IDLE over TLS, memory per client
+  before and after hibernation, time to connect, delivery latency among all of them
+  (``make bench-scale``: 10,000);
 * federation: Delta Chat end to end from relay-a.test to relay-b.test (A sends, B's
   client receives) on the test network of tests/support/fednet.py (real DNS, ACME, DKIM), over
   HTTPS /mxdeliv and over SMTP with 443 down (`bench/run.py --federation-only`: just this).
@@ -42,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
+import hoptrace  # noqa: E402  (bench/: next to this script)
+import scale  # noqa: E402
 from relaytest import IMAGE, Relay, delta_chat, docker, insecure_tls, securejoin_request, submit  # noqa: E402
 
 from relay import settings as relay_settings
@@ -406,10 +415,14 @@ def main() -> int:
         results["filter"] = filter_cost()
         results["account_creation"] = account_creation(relay)
         results["smtp_to_imap_idle"] = smtp_to_idle(relay)
+        results["hop_trace"] = hoptrace.trace(relay)
         results["deltachat_end_to_end"] = deltachat_latency(relay)
         results["throughput"] = throughput(relay)
+        # real encrypted messages: Delta Chat's and the gpg-made corpus's, stored compressed
+        results["stored_mail"] = scale.stored_sizes(relay)
     finally:
         relay.remove()
+    results["scale_2000"] = scale.run(2000)
     results["deltachat_end_to_end_stock_dovecot"] = comparator_latency()
     results["federation_end_to_end"] = federation_latency()
     ours = results["deltachat_end_to_end"].get("p50_ms")
@@ -441,6 +454,16 @@ def main() -> int:
                 "deltachat_end_to_end_stock_dovecot"):
         print_latency(key, results[key])
     print_federation(results["federation_end_to_end"])
+    hops = results["hop_trace"]
+    print(f"{'one message, ms after DATA (median)':40} " + ", ".join(
+        f"{name} {hops[name]}" for name in hoptrace.HOPS if name in hops))
+    stored = results["stored_mail"]
+    if stored["bytes_uncompressed"]:
+        saved = 1 - stored["bytes_on_disk"] / stored["bytes_uncompressed"]
+        print(f"{'stored mail, compressed':40} {stored['bytes_on_disk']} of "
+              f"{stored['bytes_uncompressed']} bytes ({saved:.0%} saved, "
+              f"{stored['messages']} messages)")
+    print("\n".join(scale.summary(results["scale_2000"])))
     if "stock_over_ours_p50" in results:
         print(f"{'stock Dovecot p50 / ours p50':40} {results['stock_over_ours_p50']}x")
     print(f"written to {RESULTS.relative_to(ROOT)}")

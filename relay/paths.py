@@ -56,6 +56,9 @@ RENDERED = Path("/run/chatmail/config")  # rendered templates; /etc/... are syml
 POSTFIX_DATA = Path("/run/postfix")      # Postfix data_directory (lock, TLS session cache)
 DOVECOT_STATE = Path("/run/dovecot-state")  # Dovecot state_dir
 SIEVE_BIN = Path("/run/dovecot-sieve")     # compiled Sieve scripts (written by lmtp as vmail)
+# Our Dovecot's service for IDLE wake-ups (image/dovecot/mailbox-notify.patch); absent in the
+# comparator image with Debian's Dovecot as is (make image DOVECOT=stock).
+DOVECOT_MAILBOX_NOTIFY = Path("/usr/lib/dovecot/mailbox-notify")
 NGINX_TEMP = Path("/run/nginx")          # nginx's temporary files (request bodies)
 OPENDKIM_RUN = Path("/run/opendkim")
 

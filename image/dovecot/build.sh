@@ -1,5 +1,5 @@
 #!/bin/sh
-# Rebuild Debian's own Dovecot source package with our patches (image/dovecot/*.patch) and leave the
+# Rebuild Debian's own Dovecot source package with our patches (image/dovecot/*.patch, in the order of image/dovecot/series) and leave the
 # binary packages the relay needs in /debs. Runs in the builder stage of
 # image/Dockerfile.
 set -eu
@@ -20,15 +20,19 @@ fi
 apt-get build-dep -y -qq dovecot >/dev/null
 src=$(find /build -maxdepth 1 -type d -name 'dovecot-*' | head -n1)
 cd "$src"
-for patch in /tmp/dovecot-patches/*.patch; do
-    cp "$patch" debian/patches/
-    basename "$patch" >> debian/patches/series
+# image/dovecot/series gives the order (mailbox-notify.patch builds on no-idle-notify-delay.patch).
+grep -v '^#' /tmp/dovecot-patches/series | while read -r patch; do
+    [ -n "$patch" ] || continue
+    cp "/tmp/dovecot-patches/$patch" debian/patches/
+    echo "$patch" >> debian/patches/series
 done
 version=$(dpkg-parsechangelog -S Version)
 {
     printf 'dovecot (%s+chatmail1) bookworm; urgency=medium\n\n' "$version"
     printf '  * Announce new mail to IDLE clients without the 500 ms delay.\n'
-    printf '  * Keep every record of the duplicate database on concurrent commits.\n\n'
+    printf '  * Keep every record of the duplicate database on concurrent commits.\n'
+    printf '  * Wake IDLE clients through a mailbox-notify service, not inotify.\n'
+    printf '  * Keep an idle TLS connection in imap-login small.\n\n'
     printf ' -- chatmail relay appliance <root@localhost>  %s\n\n' "$(dpkg-parsechangelog -S Date)"
     cat debian/changelog
 } > debian/changelog.new

@@ -144,11 +144,47 @@ def check_layout() -> int:
     return found
 
 
+# Dovecot's lock files (dotlocks) name the pid of their holder. A SIGKILL can leave one, and in
+# a restarted container the same pid may well be alive again, so Dovecot would wait out its
+# stale timeout (2 minutes for a Maildir's uidlist) before the next delivery to that mailbox.
+# Before supervisord starts, no Dovecot process exists: every such file is stale.
+STALE_LOCK_NAMES = ("dovecot-uidlist.lock", "dovecot-keywords.lock")
+HOME_LOCK_NAMES = (".dovecot.lda-dupes.lock",)
+
+
+def remove_stale_locks(mail_root: Path = paths.MAIL) -> int:
+    """Remove the lock files Dovecot left in every mailbox home below ``mail_root`` (in the
+    home, in Maildir/ and in each Maildir++ folder); returns how many. Call only while no
+    Dovecot process runs. Never follows a symbolic link."""
+    removed = 0
+    try:
+        homes = [e for e in os.scandir(mail_root) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0
+    for home in homes:
+        dirs = [Path(home.path), Path(home.path) / "Maildir"]
+        try:
+            dirs += [Path(e.path) for e in os.scandir(dirs[1])
+                     if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        for directory in dirs:
+            names = HOME_LOCK_NAMES if directory == dirs[0] else STALE_LOCK_NAMES
+            for name in names:
+                try:
+                    os.unlink(directory / name)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
 def prepare() -> None:
     """Make /data and /run/relay ready for this image: check the layout version
     (:func:`check_layout`, LayoutError), create every directory of ``DIRS`` and ``RUN_DIRS`` with
-    its owner and mode, run the migrations a non-fresh volume needs, and write
-    ``paths.LAYOUT_VERSION`` atomically. Idempotent.
+    its owner and mode, run the migrations a non-fresh volume needs, remove the lock files a
+    crash left in mailboxes (:func:`remove_stale_locks`), and write ``paths.LAYOUT_VERSION``
+    atomically. Idempotent.
     """
     found = check_layout()
     for d in DIRS + RUN_DIRS:
@@ -156,6 +192,7 @@ def prepare() -> None:
     fresh = found == 0 and not any(paths.ACCOUNTS.iterdir()) and not any(paths.MAIL.iterdir())
     if not fresh:
         migrate(found)
+        remove_stale_locks()
     tmp = paths.LAYOUT_VERSION_FILE.with_suffix(".tmp")
     tmp.write_text(f"{paths.LAYOUT_VERSION}\n")
     os.replace(tmp, paths.LAYOUT_VERSION_FILE)

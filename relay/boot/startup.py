@@ -15,7 +15,7 @@ import secrets
 import subprocess
 import sys
 
-from relay import paths, system
+from relay import limits, paths, system
 from relay.boot import datadir, pages, render
 from relay.boot import dkimkey as dkim
 from relay.boot.pages import qr_png
@@ -81,6 +81,8 @@ def context(settings: Settings, ipv6: bool, turn_secret: str = "") -> dict:
         turn_realm=domain.strip("[]"),
         turn_external_ips=turn_external_ips(settings.public_addresses),
         supervisor_password=secrets.token_urlsafe(24),
+        mailbox_notify=paths.DOVECOT_MAILBOX_NOTIFY.exists(),
+        **limits.dovecot_limits(settings.max_imap_connections, limits.open_files_limit()),
     )
     ctx.update(pages.context(settings, qr=qr_png))  # qr_png looked up here: tests replace it
     return ctx

@@ -17,6 +17,7 @@ form are left alone (their repeat, if any, is delivered).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -33,6 +34,7 @@ STALE_LOCK = 10           # seconds, Dovecot's stale_timeout of this lock
 # "<local@domain>" with no spaces, quotes, comments or nested brackets: the form
 # Dovecot's message-id parser returns unchanged.
 SIMPLE_MSGID = re.compile(rb"<[^<>\s\"()\\@]+@[^<>\s\"()\\@]+>")
+GZIP_MAGIC = b"\x1f\x8b"
 _RECORD = struct.Struct("=III")  # stamp, id_size, user_size (native order, like Dovecot)
 
 
@@ -42,11 +44,27 @@ def record_id(message_id: bytes) -> bytes:
     return hashlib.md5(b"sieve duplicate" + b"+" + b"default" + message_id).digest()
 
 
+def read_head(path: Path, size: int = MAX_HEADER_BYTES) -> bytes:
+    """The first ``size`` bytes of a stored message, uncompressed: Dovecot stores new mail
+    gzip-compressed (zlib_save = gz) and older mail as it came. Raises OSError (also for a
+    gzip file cut short: EOFError becomes OSError)."""
+    with open(path, "rb") as f:
+        if f.read(2) != GZIP_MAGIC:
+            f.seek(0)
+            return f.read(size)
+        f.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=f) as z:
+                return z.read(size)
+        except EOFError as exc:
+            raise OSError(f"{path}: compressed data cut short") from exc
+
+
 def message_id(path: Path) -> bytes | None:
-    """The first Message-ID of a stored message, when it is of the simple form."""
+    """The first Message-ID of a stored message (compressed or not), when it is of the
+    simple form."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(MAX_HEADER_BYTES)
+        head = read_head(path)
     except OSError:
         return None
     head = re.split(rb"\r?\n\r?\n", head, maxsplit=1)[0]

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 
-from relay import paths, system
+from relay import limits, paths, system
 from relay import settings as settings_mod
 from relay.certs import watch as certwatch
 from relay.ops import dnszone
@@ -227,6 +227,24 @@ def check_headroom(values: Settings) -> list[Check]:
     return out
 
 
+def check_open_files(values: Settings, have: int | None = None) -> Check:
+    """Is the open-files limit (RLIMIT_NOFILE, ``have``; default: this process's) enough for
+    MAX_IMAP_CONNECTIONS clients in IDLE? The one host limit left for new-mail announcements
+    (relay/limits.py); warn with the limit found, the limit needed and how to raise it.
+    """
+    have = limits.open_files_limit() if have is None else have
+    connections = values.max_imap_connections
+    need = limits.open_files_needed(connections)
+    if have >= need:
+        return Check("open files", "ok", f"limit {have}, {need} needed for "
+                     f"MAX_IMAP_CONNECTIONS={connections}")
+    fits = max(0, have - (need - connections))
+    return Check("open files", "warn", f"limit {have} (RLIMIT_NOFILE), {need} needed for "
+                 f"MAX_IMAP_CONNECTIONS={connections}: beyond {fits} clients in IDLE, new mail "
+                 "waits for 30-second polling",
+                 f"{limits.raise_command(need)}; or set MAX_IMAP_CONNECTIONS={fits}")
+
+
 def check_certificate() -> Check:
     """Does every TLS port serve the installed certificate? fail when none is installed or a port
     serves another one (or none), naming the ports.
@@ -281,7 +299,7 @@ def check_client_addresses() -> Check:
 
 
 ONLY = {"client-addresses": check_client_addresses, "certificate": check_certificate,
-        "ipv6": check_ipv6}
+        "ipv6": check_ipv6, "open-files": lambda: check_open_files(settings_mod.from_environment())}
 
 
 def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str | None) -> list[Check]:
@@ -296,6 +314,7 @@ def run_checks(values: Settings, port25_hosts: list[str] | None, clock_url: str 
     checks.append(check_clock(clock_url) if clock_url else
                   Check("clock", "skip", "no time reference (TLS_MODE is not acme)"))
     checks += check_headroom(values)
+    checks.append(check_open_files(values))
     checks.append(check_certificate())
     checks.append(check_client_addresses())
     checks.append(check_privacy_contact(values))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import stat
 import sys
@@ -45,6 +46,18 @@ ORPHAN_GRACE = 3600
 QUOTA_HIGH, QUOTA_LOW = 0.75, 0.70
 QUOTA_MIN_AGE = DAY
 MAILDIR_SUBDIRS = ("new", "cur")
+# Dovecot names a Maildir file ...,S=<size>,W=<virtual size>:2,<flags>: the message's size
+# before compression (mail is stored gzip-compressed) and with CRLF line ends, which is what
+# its quota counts (quota_vsizes).
+MAILDIR_SIZE = re.compile(r",([SW])=(\d+)")
+
+
+def message_size(name: str, file_size: int) -> int:
+    """Bytes a Maildir message counts for, from its file ``name``: the W= (virtual, as
+    Dovecot's quota counts) or else S= size; ``file_size`` when the name has neither (a file
+    not written by Dovecot). Compressed files are smaller on disk than this."""
+    sizes = dict(MAILDIR_SIZE.findall(name.partition(":")[0]))
+    return int(sizes.get("W") or sizes.get("S") or file_size)
 
 
 @dataclass
@@ -76,8 +89,8 @@ def _maildirs(home: Path):
 def expire_messages(home: Path, now: float, max_age: float, large_age: float,
                     quota: int, report: Report) -> None:
     """Delete the messages of one mailbox (``home``, all its Maildir++ folders) older than
-    ``max_age`` seconds, or larger than 200 kB and older than ``large_age``, at Unix time
-    ``now``; then, when what is left exceeds 75 % of ``quota`` bytes, the oldest messages (none
+    ``max_age`` seconds, or larger than 200 kB (:func:`message_size`, not the compressed
+    file's size) and older than ``large_age``, at Unix time ``now``; then, when what is left exceeds 75 % of ``quota`` bytes, the oldest messages (none
     younger than a day) until at most 70 % is used. Counts go to ``report``; files that vanish
     meanwhile are skipped.
     """
@@ -97,14 +110,15 @@ def expire_messages(home: Path, now: float, max_age: float, large_age: float,
                     if not stat.S_ISREG(st.st_mode):
                         continue
                     age = now - st.st_mtime
-                    if age > max_age or (st.st_size > LARGE_MESSAGE and age > large_age):
+                    size = message_size(entry.name, st.st_size)
+                    if age > max_age or (size > LARGE_MESSAGE and age > large_age):
                         try:
                             os.unlink(entry.path)
                             report.messages_deleted += 1
                         except FileNotFoundError:
                             pass
                     else:
-                        kept.append((st.st_mtime, st.st_size, entry.path))
+                        kept.append((st.st_mtime, size, entry.path))
     report.messages_kept += len(kept)
     total = sum(size for _, size, _ in kept)
     if total <= QUOTA_HIGH * quota:

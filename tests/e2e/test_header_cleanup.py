@@ -13,7 +13,8 @@ REVEALING = (b"Received: from laptop.home (192-0-2-7.isp.example [192.0.2.7])\r\
 def delivered(relay, address):
     wait_for(lambda: relay.mailbox_files(address), 30, what="delivery")
     name = relay.mailbox_files(address)[0]
-    out = relay.exec("sh", "-c", f"cat /data/mail/{address}/Maildir/new/{name} "
+    # stored gzip-compressed (zlib_save); zcat -f reads both forms
+    out = relay.exec("sh", "-c", f"zcat -f /data/mail/{address}/Maildir/new/{name} "
                                  f"/data/mail/{address}/Maildir/cur/{name} 2>/dev/null; true")
     head = out.stdout.split("\n\n", 1)[0].replace("\r", "")
     return [line.split(":", 1)[0].lower() for line in head.split("\n") if line and line[0] not in " \t"], head

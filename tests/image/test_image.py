@@ -69,6 +69,8 @@ PROCESS_USERS = {
     "opendkim": "opendkim", "nginx: worker": "www-data",
     "imap-login": "dovenull", "dovecot/anvil": "dovecot", "stats": "dovecot", "auth": "dovecot",
     "auth-worker": "dovecot", "imap": "vmail", "dovecot/lmtp": "vmail",
+    # IDLE clients: mailbox-notify wakes them, imap-hibernate holds the idle ones (issue 14)
+    "mailbox-notify": "dovecot", "imap-hibernate": "dovecot",
     **{name: "postfix" for name in ("pickup", "qmgr", "postlogd", "tlsmgr", "anvil", "smtpd",
                                     "trivial-rewrite", "cleanup", "lmtp", "bounce", "proxymap",
                                     "scache", "smtp", "showq", "verify", "flush", "error")},
@@ -102,7 +104,7 @@ def test_every_process_runs_as_its_own_user(relay):
         assert user == PROCESS_USERS[key], f"{args!r} runs as {user}, not {PROCESS_USERS[key]}"
         seen[key] = user
     for key in ("relay.accounts.auth", "relay.filter", "relay.accounts.signup", "opendkim", "imap-login", "qmgr",
-                "nginx: worker", "auth"):
+                "nginx: worker", "auth", "mailbox-notify"):
         assert key in seen, key
 
 

@@ -173,6 +173,44 @@ class Relay:
         return [line for line in out.stdout.split() if line and not line.endswith(":")]
 
 
+def container_pids(name: str) -> list[int]:
+    """Host process ids of the container's processes (from its cgroup)."""
+    cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    for path in (f"/sys/fs/cgroup/memory/docker/{cid}/cgroup.procs",
+                 f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cgroup.procs",
+                 f"/sys/fs/cgroup/docker/{cid}/cgroup.procs"):
+        try:
+            return [int(line) for line in open(path)]
+        except OSError:
+            continue
+    return []
+
+
+def inotify_usage(name: str) -> dict[str, int] | None:
+    """inotify instances and watches held by the container's processes, read from the host's
+    /proc (inside the container that needs CAP_SYS_PTRACE, which the relay does not have);
+    None when this process may not read them."""
+    instances = watches = 0
+    pids = container_pids(name)
+    if not pids:
+        return None
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return None
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    watches += sum(1 for line in info if line.startswith("inotify wd:"))
+                instances += 1
+            except OSError:
+                continue  # the process or fd went away meanwhile
+    return {"instances": instances, "watches": watches}
+
+
 def served_der(relay, port: int, alpn: str | None = None, starttls: bool = False) -> bytes:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

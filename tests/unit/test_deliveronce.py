@@ -3,6 +3,7 @@
 That the ids are the ones Dovecot's Sieve `duplicate` test computes is checked
 against Dovecot itself in tests/reliability/test_deliver_once.py."""
 
+import gzip
 import os
 import struct
 import time
@@ -39,6 +40,17 @@ def test_message_id_takes_the_header_not_the_body(tmp_path):
         path.write_bytes(message(odd))
         assert deliveronce.message_id(path) is None, odd
     path.write_bytes(b"Subject: none\r\n\r\nMessage-ID: <a@x>\r\n")
+    assert deliveronce.message_id(path) is None
+
+
+def test_message_id_of_a_compressed_message(tmp_path):
+    """Dovecot stores new mail gzip-compressed (zlib_save = gz); a crash cut-off delivery must
+    still get its record, or its repeat is stored twice."""
+    path = tmp_path / "m"
+    path.write_bytes(gzip.compress(message(b"<abc.def@chat.example.org>")))
+    assert deliveronce.message_id(path) == b"<abc.def@chat.example.org>"
+    # cut short by the crash: no id, no exception
+    path.write_bytes(gzip.compress(message(b"<abc.def@chat.example.org>"))[:12])
     assert deliveronce.message_id(path) is None
 
 

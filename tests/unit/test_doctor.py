@@ -239,6 +239,7 @@ def healthy(zone, monkeypatch):
     monkeypatch.setattr(system, "local_addresses", lambda: [V4])
     monkeypatch.setattr(system, "free_disk", lambda path: 100 << 30)
     monkeypatch.setattr(system, "available_memory", lambda: 100 << 30)
+    monkeypatch.setattr(doctor.limits, "open_files_limit", lambda: 1048576)
     monkeypatch.setattr(doctor.certwatch, "installed_fingerprint", lambda: "fp")
     monkeypatch.setattr(doctor.certwatch, "stale_endpoints", lambda fp: {})
     monkeypatch.setattr(doctor.socket, "create_connection",
@@ -253,7 +254,7 @@ def test_startup_summary(healthy, capsys):
     assert all(line.startswith("relay-doctor: ") for line in lines)
     assert "relay-doctor: SKIP outbound port 25: not probed at start-up -> run `relayctl doctor` " \
         "to probe it" in lines
-    assert lines[-1] == "relay-doctor: 7 ok, 0 warn, 0 fail, 4 skip"
+    assert lines[-1] == "relay-doctor: 8 ok, 0 warn, 0 fail, 4 skip"
 
 
 def test_json_and_the_exit_status(healthy, capsys):
@@ -262,8 +263,8 @@ def test_json_and_the_exit_status(healthy, capsys):
     assert all(set(c) == {"name", "verdict", "detail", "advice"} for c in checks)
     assert [c["name"] for c in checks] == [
         "resolver", "forward DNS", "reverse DNS", "IPv6", "outbound port 25", "clock",
-        "disk headroom", "memory headroom", "certificate served", "client addresses",
-        "privacy contact"]
+        "disk headroom", "memory headroom", "open files", "certificate served",
+        "client addresses", "privacy contact"]
     assert {c["name"]: c["verdict"] for c in checks}["outbound port 25"] == "ok"
     healthy[(DOMAIN, "A")] = ["198.51.100.7"]
     assert doctor.main(["--json", "--port25-host", "mx.a.example"]) == 1
@@ -294,3 +295,29 @@ def test_only_runs_the_named_check(monkeypatch, capsys):
     assert doctor.main(["--only", "client-addresses", "--json"]) == 0
     assert [(c["name"], c["verdict"]) for c in json.loads(capsys.readouterr().out)] == [
         ("client addresses", "warn")]
+
+
+# --- open files (the one host limit left for new-mail announcements, issue 14) --------------
+
+def test_open_files_enough():
+    check = doctor.check_open_files(values(MAX_IMAP_CONNECTIONS="10000"), have=20000)
+    assert check.verdict == "ok"
+    assert "20000" in check.detail and "11088" in check.detail
+
+
+def test_open_files_too_few_names_found_needed_and_the_fix():
+    check = doctor.check_open_files(values(MAX_IMAP_CONNECTIONS="10000"), have=4096)
+    assert check.verdict == "warn"
+    assert "limit 4096" in check.detail and "11088 needed" in check.detail
+    assert "MAX_IMAP_CONNECTIONS=10000" in check.detail
+    # the fix: a container limit of at least the need, or fewer connections
+    assert "--ulimit nofile=65536:65536" in check.advice
+    assert "MAX_IMAP_CONNECTIONS=3008" in check.advice
+
+
+def test_open_files_in_the_startup_summary(healthy, monkeypatch, capsys):
+    monkeypatch.setattr(doctor.limits, "open_files_limit", lambda: 1024)
+    assert doctor.main(["--startup"]) == 0   # a warning, not a failure
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("relay-doctor: WARN open files: limit 1024") for line in lines)
+    assert lines[-1] == "relay-doctor: 7 ok, 1 warn, 0 fail, 4 skip"

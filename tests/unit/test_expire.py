@@ -153,3 +153,40 @@ def test_push_tokens_go_with_their_account(tree, tmp_path):
     report = expire.run_once(SETTINGS, NOW, accounts, mail, tokens)
     assert sorted(p.name for p in tokens.iterdir()) == ["active@chat.example.org"]
     assert report.token_files_deleted == 2
+
+
+def test_size_of_a_compressed_message_is_the_one_in_its_name():
+    # Dovecot's file name carries the sizes before compression; W= is what its quota counts
+    assert expire.message_size("1796045635.M3P188.host,S=892,W=917:2,S", 647) == 917
+    assert expire.message_size("1796045635.M3P188.host,S=892:2,", 647) == 892
+    assert expire.message_size("1.msg", 647) == 647
+    # flags after ":2," are not sizes
+    assert expire.message_size("1.M3.host:2,S=5", 100) == 100
+
+
+def test_compressed_large_messages_count_their_real_size(tree):
+    accounts, mail, account = tree
+    new = account("alice@chat.example.org", 1) / "Maildir" / "new"
+    # 300 kB messages stored in 190 kB files (compressed) are large; 8 days old: gone
+    large = new / "1796045635.M1P1.host,S=300000,W=301000:2,"
+    large.write_bytes(b"x" * 190_000)
+    age(large, 8)
+    small = new / "1796045635.M2P1.host,S=150000,W=151000:2,"
+    small.write_bytes(b"x" * 100_000)
+    age(small, 8)
+    expire.run_once(SETTINGS, NOW, accounts, mail)
+    assert not large.exists() and small.exists()
+
+
+def test_quota_counts_compressed_messages_by_their_real_size(tree):
+    accounts, mail, account = tree
+    new = account("alice@chat.example.org", 1) / "Maildir" / "new"
+    # 9 MiB of mail in 6 MiB of compressed files still counts 9 MiB of a 10 MiB quota
+    mib = 1024 * 1024
+    for days in range(9, 0, -1):
+        f = new / f"1796045635.M{days}0P1.host,S={mib},W={mib}:2,"
+        f.write_bytes(b"x" * (2 * mib // 3))
+        age(f, days)
+    settings = replace(SETTINGS, mailbox_quota=10 * mib, delete_large_after=10)
+    report = expire.run_once(settings, NOW, accounts, mail)
+    assert report.quota_deleted == 2   # 9 MiB -> at most 7 MiB: the 9 and 8 days old ones

@@ -39,3 +39,25 @@ def test_an_unreadable_version_is_refused(volume):
 
 def test_no_version_file_is_layout_zero(volume):
     assert datadir.check_layout() == 0
+
+
+def test_stale_dovecot_locks_are_removed_before_dovecot_starts(tmp_path):
+    """A SIGKILL can leave Dovecot's dotlocks behind; in a restarted container their pid may
+    be alive again, and Dovecot would wait 2 minutes before delivering to that mailbox."""
+    home = tmp_path / "alice@chat.example.org"
+    folder = home / "Maildir" / ".DeltaChat"
+    (home / "Maildir" / "new").mkdir(parents=True)
+    folder.mkdir()
+    locks = [home / ".dovecot.lda-dupes.lock", home / "Maildir" / "dovecot-uidlist.lock",
+             folder / "dovecot-uidlist.lock", home / "Maildir" / "dovecot-keywords.lock"]
+    for lock in locks:
+        lock.write_text("180:host\n")
+    keep = [home / "Maildir" / "dovecot-uidlist", home / "Maildir" / "new" / "1.M1.host,S=5:2,"]
+    for path in keep:
+        path.write_text("x")
+    (tmp_path / "link@chat.example.org").symlink_to(home)  # never followed: counted once
+    assert datadir.remove_stale_locks(tmp_path) == 4
+    assert not any(lock.exists() for lock in locks)
+    assert all(path.exists() for path in keep)
+    assert datadir.remove_stale_locks(tmp_path) == 0
+    assert datadir.remove_stale_locks(tmp_path / "missing") == 0

@@ -75,3 +75,13 @@ def test_image_links_every_rendered_path_into_run(tmp_path, context):
         assert link.is_symlink() and link.resolve().is_file(), link
     assert "message_size_limit" in (root / "etc/postfix/main.cf").read_text()
     assert "from the package" not in (root / "etc/postfix/master.cf").read_text()
+
+
+def test_mailbox_notify_service_only_where_dovecot_has_it(tmp_path, context):
+    """The comparator image (Debian's Dovecot as is) has no mailbox-notify binary: its
+    configuration must not name one (Dovecot would refuse to start)."""
+    render.render_all({**context, "mailbox_notify": True}, root=tmp_path)
+    assert "service mailbox-notify {" in (tmp_path / "etc/dovecot/dovecot.conf").read_text()
+    render.render_all({**context, "mailbox_notify": False}, root=tmp_path)
+    conf = (tmp_path / "etc/dovecot/dovecot.conf").read_text()
+    assert "service mailbox-notify" not in conf and "executable = mailbox-notify" not in conf
