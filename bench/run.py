@@ -90,24 +90,6 @@ def container_memory(name: str) -> int:
     return int(float(value) * scale)
 
 
-def container_anon_memory(name: str) -> int | None:
-    """What the container's processes hold themselves (anonymous memory and tmpfs), from
-    its cgroup: unlike docker stats it leaves out page cache, which depends on which
-    container first read a shared file and which the kernel reclaims when needed."""
-    cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
-    for pattern in (f"/sys/fs/cgroup/memory/docker/{cid}/memory.stat",
-                    f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.stat",
-                    f"/sys/fs/cgroup/docker/{cid}/memory.stat"):
-        try:
-            stat = dict(line.split() for line in open(pattern))
-        except OSError:
-            continue
-        if "total_rss" in stat:   # cgroup v1
-            return int(stat["total_rss"]) + int(stat.get("total_shmem", 0))
-        return int(stat["anon"]) + int(stat.get("shmem", 0))
-    return None
-
-
 def image_sizes() -> dict[str, int]:
     size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
     base = int(docker("image", "inspect", "-f", "{{.Size}}", "debian:bookworm-slim").stdout)
@@ -408,7 +390,7 @@ def main() -> int:
         results["healthy_after_run_s"] = {"fresh_volume": round(time_to_healthy(relay), 2)}
         time.sleep(20)  # settle: idle memory, not start-up peaks
         results["idle_memory_bytes"] = container_memory(relay.name)
-        results["idle_memory_anon_bytes"] = container_anon_memory(relay.name)
+        results["idle_memory_anon_bytes"] = scale.cgroup_memory(relay.name)
         docker("rm", "-f", relay.name)
         results["healthy_after_run_s"]["existing_volume"] = round(time_to_healthy(relay), 2)
         results.update(image_sizes())

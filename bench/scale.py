@@ -56,8 +56,10 @@ def percentiles_ms(values: list[float]) -> dict:
 
 
 def cgroup_memory(name: str) -> int:
-    """Anonymous memory plus tmpfs of the container (cgroup v1 total_rss + total_shmem,
-    v2 anon + shmem), without page cache."""
+    """Bytes the container's processes hold themselves: anonymous memory plus tmpfs (cgroup v1
+    total_rss + total_shmem, v2 anon + shmem). Unlike docker stats it leaves out page cache,
+    which depends on which container first read a shared file and which the kernel reclaims
+    when needed. Raises RuntimeError when the container has no memory.stat."""
     cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
     for path in (f"/sys/fs/cgroup/memory/docker/{cid}/memory.stat",
                  f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.stat",

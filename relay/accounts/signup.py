@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-from http.server import BaseHTTPRequestHandler
 
 from relay import counters, paths
 from relay.accounts import events, invites, registration
@@ -97,38 +96,15 @@ __all__ = ["new_account", "dcaccount_url", "qr_text", "ENDPOINTS", "Handler", "m
 ENDPOINTS = ("/new", "/cgi-bin/newemail.py")
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(unixhttp.QuietHandler):
     """HTTP handler of relay-signup (one instance per request, on the UNIX socket nginx proxies
     ``/new`` and ``/cgi-bin/newemail.py`` to): ``POST`` answers JSON, ``GET``/``HEAD`` redirect
     to the ``dcaccount:`` URL, every other path is a JSON 404.
     """
-    server_version = "chatmail"
-    sys_version = ""
     settings: Settings  # set by main() before the server starts
 
-    def address_string(self) -> str:  # UNIX socket: no client address, and we log none
-        """The client's address for http.server's messages: "-" (a UNIX socket has none, and we log
-        none).
-        """
-        return "-"
-
-    def log_message(self, format: str, *args) -> None:  # no per-request logs (privacy)
-        """Log nothing per request (no client addresses or request lines in the logs)."""
-        pass
-
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
     def _json(self, status: int, payload: dict) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json")
+        self.send_body(status, json.dumps(payload).encode(), "application/json")
 
     def do_POST(self) -> None:
         """``POST /new[?invite=<token>]`` (or ``/cgi-bin/newemail.py``): (HTTP status, JSON)
@@ -157,10 +133,10 @@ class Handler(BaseHTTPRequestHandler):
             text = registration.TEXTS["closed" if current == "closed" else
                                       "invite_unknown" if token else "invite_missing"]
             body = f"<!doctype html><p>{text}</p>\n".encode()
-            return self._send(403, body, "text/html; charset=utf-8")
+            return self.send_body(403, body, "text/html; charset=utf-8")
         url = dcaccount_url(self.settings) + (f"?invite={token}" if token else "")
         body = f'<!doctype html><a href="{url}">{url}</a>\n'.encode()
-        self._send(302, body, "text/html; charset=utf-8", {"Location": url})
+        self.send_body(302, body, "text/html; charset=utf-8", {"Location": url})
 
     do_HEAD = do_GET
 

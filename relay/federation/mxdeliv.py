@@ -33,7 +33,6 @@ import smtplib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 
 from relay import counters, paths
 from relay.settings import Settings
@@ -178,41 +177,21 @@ def deliver(smtp_factory: Callable[[], smtplib.SMTP], sender: str, recipients: l
         return Answer(503, {"error": "temporary failure, please try again"})
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(unixhttp.QuietHandler):
     """HTTP handler of relay-mxdeliv on the UNIX socket nginx proxies ``/mxdeliv`` to: POST delivers
     (see the module's answers), GET and HEAD get 405, other paths 404. One request per
     connection; at most MAX_CONCURRENT deliveries at once (more get 503).
     """
-    server_version = "chatmail"
-    sys_version = ""
     protocol_version = "HTTP/1.1"
     settings: Settings  # set by main() before the server starts
     slots = threading.BoundedSemaphore(MAX_CONCURRENT)
     smtp_factory: Callable[[], smtplib.SMTP] = staticmethod(lambda: UnixSMTP(paths.MXDELIV_POSTFIX))
 
-    def address_string(self) -> str:  # UNIX socket: no client address, and we log none
-        """The client's address for http.server's messages: "-" (a UNIX socket has none, and we log
-        none).
-        """
-        return "-"
-
-    def log_message(self, format: str, *args) -> None:  # one line per delivery instead
-        """Log nothing per request: :meth:`do_POST` logs one line per delivery instead."""
-        pass
-
     def _answer(self, answer: Answer, extra: dict | None = None) -> None:
         body = json.dumps(answer.payload).encode() + b"\n"
         if self.command == "POST":
             counters.inc("chatmail_mxdeliv_requests_total", status=str(answer.status))
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.send_body(answer.status, body, "application/json", extra)
 
     def _not_here(self) -> bool:
         if self.path.split("?")[0] not in ("/mxdeliv", "/mxdeliv/"):

@@ -24,6 +24,35 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         return request, ("-", 0)  # no client address on a UNIX socket (nginx knows it)
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """Base of the handlers nginx proxies to: no client address (a UNIX socket has none, and we
+    keep none), no line per request in the logs, and :meth:`send_body` for a whole answer.
+    """
+    server_version = "chatmail"
+    sys_version = ""
+
+    def address_string(self) -> str:
+        """The client's address for http.server's messages: always "-"."""
+        return "-"
+
+    def log_message(self, format: str, *args) -> None:
+        """Log nothing per request (no client addresses or request lines in the logs)."""
+
+    def send_body(self, status: int, body: bytes, content_type: str,
+                  extra: dict[str, str] | None = None) -> None:
+        """Send one answer: ``status``, ``Content-Type``, ``Content-Length``,
+        ``Cache-Control: no-store``, the ``extra`` headers, then ``body`` (not for HEAD)."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 def serve(handler: type[BaseHTTPRequestHandler], path: Path, log: logging.Logger) -> None:
     """Serve for ever; who may connect is decided by the socket directory's group."""
     replace_socket(path)
