@@ -48,6 +48,13 @@ def imap_processes(relay) -> int:
     return out.count("imap")
 
 
+def imap_gauges(relay) -> dict[str, float]:
+    """chatmail_imap_connections by state, as `relayctl metrics` reports them (issue 16)."""
+    out = relay.exec("relayctl", "metrics").stdout
+    return {line.split('state="')[1].split('"')[0]: float(line.split()[-1])
+            for line in out.splitlines() if line.startswith("chatmail_imap_connections{")}
+
+
 def test_new_mail_reaches_every_one_of_200_idle_clients(crowded):
     sender = crowded.new_account()
     # the sender's own first login creates its mailbox
@@ -72,6 +79,7 @@ def test_new_mail_reaches_every_one_of_200_idle_clients(crowded):
                                        "idle clients hibernated"))
             # read from the host's /proc: inside the container it takes CAP_SYS_PTRACE
             result["inotify"] = inotify_usage(crowded.name)
+            result["metrics"] = imap_gauges(crowded)
             for name, client in (("first_hibernated", clients.clients[0]),
                                  ("middle_hibernated", clients.clients[CLIENTS // 2]),
                                  ("last_again", last)):
@@ -88,3 +96,6 @@ def test_new_mail_reaches_every_one_of_200_idle_clients(crowded):
     assert result["inotify"]["instances"] < 10, result
     assert result["inotify"]["watches"] < 20, result
     assert "Inotify instance limit" not in crowded.logs()
+    # the metrics tell hibernated from active connections
+    gauges = result["metrics"]
+    assert gauges["active"] <= 2 and CLIENTS - 2 <= gauges["hibernated"] <= CLIENTS, gauges

@@ -83,8 +83,7 @@ def test_a_permanent_refusal_bounces_with_the_peers_text(fed, peer, alice):
     assert peer.stored(marker) == [] and peer.smtp_clients(f"<{marker}@relay-a.test>") == []
     # The sender gets the bounce (a DSN from relay A) with the peer's reply in it.
     wait_for(lambda: len(fed.a.mailbox_files(alice["email"])) > before, 60, 0.3, "the bounce")
-    dsn = fed.a.exec("sh", "-c", f"grep -rlF 'No such user here' /data/mail/{alice['email']}/Maildir",
-                     check=False).stdout.split()
+    dsn = fed.a.mailbox_grep(alice["email"], "No such user here")
     assert dsn, "no DSN naming the refusal in the sender's mailbox"
 
 
@@ -168,5 +167,4 @@ def test_inbound_null_sender_without_x_mail_from_on_mxdeliv_slash(fed):
     assert (status, payload.get("accepted")) == (200, [bob["email"]]), (status, payload)
     assert headers.get("X-Mxdeliv") == "1"
     wait_log(fed.b, r"relay-mxdeliv: INFO mxdeliv from <>: 200 \(1 of 1 recipients accepted\)")
-    wait_for(lambda: fed.b.exec("sh", "-c", f"grep -rlF {marker} /data/mail/{bob['email']}/Maildir",
-                                check=False).stdout.strip(), 30, 0.3, "the message in bob's mailbox")
+    wait_for(lambda: fed.b.mailbox_grep(bob["email"], marker), 30, 0.3, "the message in bob's mailbox")

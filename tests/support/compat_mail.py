@@ -41,14 +41,15 @@ def big_message(token: str, head: list[bytes], size: int) -> bytes:
 
 
 def tokens_in_mailbox(relay, address: str) -> dict[str, tuple[bytes, float]]:
-    """token -> (the stored file's bytes, its modification time as a Unix time: when
-    Dovecot wrote it), for every message with a compat token in the mailbox."""
+    """token -> (the stored message's bytes, uncompressed: Dovecot stores mail gzip-compressed;
+    the file's modification time as a Unix time: when Dovecot wrote it), for every message with
+    a compat token in the mailbox."""
     import subprocess
 
     from relaytest import DOCKER
-    script = (f"cd /data/mail/{address}/Maildir 2>/dev/null && grep -l 'compat-' new/* cur/* "
+    script = (f"cd /data/mail/{address}/Maildir 2>/dev/null && zgrep -l 'compat-' new/* cur/* "
               "2>/dev/null | while read f; do printf '\\n=== %s\\n' \"$(stat -c %.3Y \"$f\")\"; "
-              "cat \"$f\"; done; true")
+              "zcat -f \"$f\"; done; true")
     out = subprocess.run([DOCKER, "exec", relay.name, "sh", "-c", script], capture_output=True,
                          timeout=60, check=True).stdout
     found = {}

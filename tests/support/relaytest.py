@@ -8,6 +8,7 @@ import imaplib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import smtplib
 import socket
@@ -171,6 +172,14 @@ class Relay:
         out = self.exec("sh", "-c", f"ls /data/mail/{address}/Maildir/new "
                                     f"/data/mail/{address}/Maildir/cur 2>/dev/null", check=False)
         return [line for line in out.stdout.split() if line and not line.endswith(":")]
+
+    def mailbox_grep(self, address: str, needle: str) -> list[str]:
+        """Paths of the messages in ``address``'s mailbox that contain ``needle`` (a fixed
+        string), read through zgrep: Dovecot stores mail gzip-compressed (zlib_save)."""
+        home = f"/data/mail/{shlex.quote(address)}/Maildir"
+        out = self.exec("sh", "-c", f"zgrep -lF -- {shlex.quote(needle)} {home}/new/* {home}/cur/* "
+                                    "2>/dev/null; true", check=False)
+        return out.stdout.split()
 
 
 def container_pids(name: str) -> list[int]:
