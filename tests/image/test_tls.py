@@ -189,3 +189,32 @@ def test_port_25_requires_starttls(relay):
         s.starttls(context=insecure_tls())
         s.ehlo("test.example")
         assert s.mail("someone@sender.example")[0] == 250
+
+
+@pytest.mark.parametrize("name", ["25", "587", "465", "443-smtp"])
+def test_postfix_issues_no_tls13_session_ticket(relay, name):
+    """Postfix hands out no TLS 1.3 session tickets (NumTickets = 0 through its tls_config_file):
+    OpenSSL writes each ticket as a record of its own after the handshake, and the SMTP reply
+    written after them waited behind TCP's Nagle algorithm for the client's delayed ACK (40 ms
+    per connection here, one round trip on a real network; issue 14's per-hop trace)."""
+    port, starttls, alpn = ENDPOINTS[name]
+    ctx = insecure_tls()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    with socket.create_connection(("127.0.0.1", relay.port(port)), timeout=10) as raw:
+        f = raw.makefile("rb")
+        if starttls:
+            assert f.readline().startswith(b"220")
+            raw.sendall(b"EHLO test.example\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            raw.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220")
+        with ctx.wrap_socket(raw) as tls:
+            if starttls:
+                tls.sendall(b"EHLO test.example\r\n")
+            reply = tls.recv(4096)   # tickets, if any, come before this first reply
+            assert reply[:3] in (b"220", b"250"), reply
+            assert tls.version() == "TLSv1.3"
+            assert tls.session is not None and not tls.session.has_ticket
