@@ -58,6 +58,17 @@ def weak_cipher_client(ciphers: str) -> ssl.SSLContext:
     return client(ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2, ciphers)
 
 
+def smtp_starttls(raw: socket.socket) -> None:
+    """Greeting, EHLO and STARTTLS in clear text on ``raw``, up to the 220 that starts TLS."""
+    f = raw.makefile("rb")
+    assert f.readline().startswith(b"220")
+    raw.sendall(b"EHLO test.example\r\n")
+    while f.readline()[3:4] == b"-":
+        pass
+    raw.sendall(b"STARTTLS\r\n")
+    assert f.readline().startswith(b"220")
+
+
 def handshake(port: int, ctx: ssl.SSLContext, starttls: str | None = None,
               alpn: list[str] | None = None) -> tuple[str, str]:
     """(TLS version, cipher) the server agreed to."""
@@ -65,13 +76,7 @@ def handshake(port: int, ctx: ssl.SSLContext, starttls: str | None = None,
         ctx.set_alpn_protocols(alpn)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         if starttls == "smtp":
-            f = raw.makefile("rb")
-            assert f.readline().startswith(b"220")
-            raw.sendall(b"EHLO test.example\r\n")
-            while f.readline()[3:4] == b"-":
-                pass
-            raw.sendall(b"STARTTLS\r\n")
-            assert f.readline().startswith(b"220")
+            smtp_starttls(raw)
         with ctx.wrap_socket(raw) as tls:
             return tls.version(), tls.cipher()[0]
 
@@ -203,14 +208,8 @@ def test_postfix_issues_no_tls13_session_ticket(relay, name):
     if alpn:
         ctx.set_alpn_protocols(alpn)
     with socket.create_connection(("127.0.0.1", relay.port(port)), timeout=10) as raw:
-        f = raw.makefile("rb")
         if starttls:
-            assert f.readline().startswith(b"220")
-            raw.sendall(b"EHLO test.example\r\n")
-            while f.readline()[3:4] == b"-":
-                pass
-            raw.sendall(b"STARTTLS\r\n")
-            assert f.readline().startswith(b"220")
+            smtp_starttls(raw)
         with ctx.wrap_socket(raw) as tls:
             if starttls:
                 tls.sendall(b"EHLO test.example\r\n")
