@@ -96,7 +96,7 @@ def gateway(image_exists, tmp_path_factory):
         gw.run()
         yield gw
     finally:
-        docker("rm", "-f", gw.name, check=False)
+        docker("rm", "-f", "-v", gw.name, check=False)
         docker("volume", "rm", "-f", volume, check=False)
         docker("network", "rm", network, check=False)
 

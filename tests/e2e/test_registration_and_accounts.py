@@ -316,7 +316,7 @@ def dc_in_container(relay, tmp_path):
         with Rpc(rpc_server_path=str(wrapper)) as rpc:
             yield DeltaChat(rpc)
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
 
 
 def test_delta_chat_joins_with_an_invite_link(relay, invite_mode, dc_in_container):

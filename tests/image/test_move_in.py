@@ -71,7 +71,7 @@ class Net:
 
     def close(self) -> None:
         for name in self.containers:
-            docker("rm", "-f", name, check=False)
+            docker("rm", "-f", "-v", name, check=False)
         docker("network", "rm", self.name, check=False)
 
 

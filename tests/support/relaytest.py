@@ -152,7 +152,7 @@ class Relay:
         return self
 
     def remove(self, keep_volume: bool = False) -> None:
-        docker("rm", "-f", self.name, check=False)
+        docker("rm", "-f", "-v", self.name, check=False)
         if not keep_volume:
             docker("volume", "rm", "-f", self.volume, check=False)
 
