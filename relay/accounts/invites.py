@@ -113,15 +113,19 @@ def claim(token: str, now: float | None = None, root: Path | None = None) -> str
     return "ok" if expiry > (time.time() if now is None else now) else "expired"
 
 
+def _entries(root: Path | None) -> list[os.DirEntry]:
+    """The files of the invite directory (none when it does not exist yet)."""
+    try:
+        return list(os.scandir(_dir(root)))
+    except FileNotFoundError:
+        return []
+
+
 def sweep(now: float | None = None, root: Path | None = None) -> int:
     """Delete the files of expired invites (and of interrupted writes); return how many."""
     now = time.time() if now is None else now
     removed = 0
-    try:
-        entries = list(os.scandir(_dir(root)))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in _entries(root):
         path = Path(entry.path)
         try:
             if entry.name.startswith("."):
@@ -138,21 +142,14 @@ def sweep(now: float | None = None, root: Path | None = None) -> int:
 def count(now: float | None = None, root: Path | None = None) -> int:
     """How many unused invites are still valid."""
     now = time.time() if now is None else now
-    try:
-        return sum(1 for e in os.scandir(_dir(root))
-                   if not e.name.startswith(".") and (_expiry(Path(e.path)) or 0) > now)
-    except FileNotFoundError:
-        return 0
+    return sum(1 for e in _entries(root)
+               if not e.name.startswith(".") and (_expiry(Path(e.path)) or 0) > now)
 
 
 def revoke_all(root: Path | None = None) -> int:
     """Delete every unused invite; return how many there were."""
     removed = 0
-    try:
-        entries = list(os.scandir(_dir(root)))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
+    for entry in _entries(root):
         try:
             os.unlink(entry.path)
             removed += not entry.name.startswith(".")

@@ -66,6 +66,15 @@ def test_expired_invite_is_refused_and_forgotten(data):
     assert invites.sweep() == 1 and invites.valid(fresh) and not invites.valid(later)
 
 
+def test_no_invite_directory_yet_and_revoking_all(data, tmp_path):
+    missing = tmp_path / "never-made"
+    assert invites.sweep(root=missing) == 0 and invites.count(root=missing) == 0
+    assert invites.revoke_all(root=missing) == 0
+    invites.issue(3, 3600)
+    assert invites.revoke_all() == 3 and invites.count() == 0
+    assert list((data / "invites").iterdir()) == []
+
+
 @pytest.mark.parametrize("token", ["", "x" * 23, "x" * 25, "A" * 24, "../../../etc/passwd"])
 def test_malformed_tokens_are_unknown(data, token):
     assert invites.claim(token) == "unknown"
