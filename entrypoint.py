@@ -30,7 +30,7 @@ def main() -> int:
         print(f"chatmail: start-up failed: {exc}", file=sys.stderr, flush=True)
         return 1
     sys.stdout.flush()
-    os.execv("/usr/bin/supervisord", ["supervisord", "-c", "/etc/supervisor/supervisord.conf"])
+    os.execv("/usr/local/sbin/supervisord", ["supervisord", "-c", "/etc/supervisor/supervisord.conf"])
 
 
 if __name__ == "__main__":
