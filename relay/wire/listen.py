@@ -8,13 +8,17 @@ reaches each helper.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# asyncio is imported where a server starts: the threaded HTTP helpers (relay.wire.unixhttp)
+# use only the two plain functions, and asyncio costs them ~3 MiB of memory each.
+if TYPE_CHECKING:
+    import asyncio
+
+    StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def replace_socket(path: Path) -> None:
@@ -30,6 +34,8 @@ def open_to_group(path: Path) -> None:
 async def stream_server(handler: StreamHandler, path: Path,
                         limit: int = 64 * 1024) -> asyncio.AbstractServer:
     """An asyncio stream server on ``path``; ``limit`` bounds one read line in bytes."""
+    import asyncio
+
     replace_socket(path)
     server = await asyncio.start_unix_server(handler, path=str(path), limit=limit)
     open_to_group(path)
@@ -38,6 +44,8 @@ async def stream_server(handler: StreamHandler, path: Path,
 
 async def protocol_server(factory: Callable[[], Any], path: Path) -> asyncio.AbstractServer:
     """An asyncio protocol server (e.g. aiosmtpd's SMTP) on ``path``."""
+    import asyncio
+
     replace_socket(path)
     server = await asyncio.get_running_loop().create_unix_server(factory, path=str(path))
     open_to_group(path)

@@ -7,9 +7,12 @@ Requests and replies are netstrings (``<length>:<payload>,``); a request is
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the blocking client (relay-signup's) runs without asyncio: 3 MiB less
+    import asyncio
 
 MAX_NETSTRING = 100_000  # bytes of payload; Postfix's own limit is the same
 _NETSTRING_LENGTH = re.compile(rb"0|[1-9][0-9]{0,5}")
@@ -25,6 +28,8 @@ async def read_netstring(reader: asyncio.StreamReader) -> bytes | None:
     """The payload of the next netstring (``<length>:<payload>,``), or None at the end
     of the stream and for anything that is not a canonical netstring of at most
     MAX_NETSTRING bytes."""
+    import asyncio  # already loaded: only an asyncio server gets here
+
     try:
         length = (await reader.readuntil(b":"))[:-1]
         if not _NETSTRING_LENGTH.fullmatch(length) or int(length) > MAX_NETSTRING:
