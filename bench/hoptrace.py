@@ -31,7 +31,7 @@ from relaytest import Relay, docker, insecure_tls, securejoin_request
 HOPS = ("submission", "filter", "queued", "accepted", "qmgr", "stored", "delivered", "exists")
 
 
-def _log_since(relay: Relay, since: float) -> list[tuple[float, str]]:
+def log_since(relay: Relay, since: float) -> list[tuple[float, str]]:
     """(Unix time, line) of the container's log lines from ``since`` on."""
     stamp = datetime.datetime.fromtimestamp(since - 1, datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%S")
@@ -106,7 +106,7 @@ def one_message(relay: Relay, smtp, sender: str, im, recipient: str, marker: str
     while not im.readline().startswith(tag.encode()):
         pass
     time.sleep(0.5)  # the last log lines are still on their way to docker
-    hops = hop_times(_log_since(relay, started), sender, recipient, message_id, started)
+    hops = hop_times(log_since(relay, started), sender, recipient, message_id, started)
     if exists:
         hops["exists"] = exists[0]
     hops["start"] = started
@@ -137,4 +137,40 @@ def trace(relay: Relay, rounds: int = 10) -> dict:
     result = {name: round(statistics.median(v), 1) for name, v in per_hop.items() if v}
     result["rounds"] = rounds
     result["missing"] = [name for name, v in per_hop.items() if not v]
+    return result
+
+
+def client_split(lines: list[tuple[float, str]], sender: str, recipient: str,
+                 rounds: list[tuple[float, float]]) -> dict:
+    """Where a Delta Chat message's time goes. ``rounds`` holds, per message, the Unix time
+    send_text was called and the Unix time the recipient's IncomingMsg event arrived; the
+    relay's side comes from ``lines`` (log_since). Per message, in ms (medians returned):
+
+        sender_client       send_text until Postfix took the MAIL FROM of ``sender`` (the
+                            sending core builds, encrypts and signs, then submits)
+        relay_to_stored     that MAIL FROM until Dovecot's LMTP stored it for ``recipient``
+                            (filter, DKIM, queue, LMTP, Sieve)
+        stored_to_incoming  stored until the IncomingMsg event: Dovecot's IDLE announcement
+                            (ours: the client has EXISTS about when "stored" is logged; stock
+                            Dovecot waits 500 ms first), then the receiving core fetches,
+                            decrypts and stores the message and tells its UI
+
+    Rounds whose two log lines are not found are counted in ``unmatched``."""
+    parts: dict[str, list[float]] = {"sender_client": [], "relay_to_stored": [],
+                                    "stored_to_incoming": []}
+    unmatched = 0
+    for started, arrived in rounds:
+        window = [(when, text) for when, text in lines if started <= when <= arrived + 1]
+        submitted = next((when for when, text in window if "NOQUEUE: client=" in text
+                          and f"sasl_username={sender}" in text), None)
+        stored = next((when for when, text in window if submitted is not None and when >= submitted
+                       and f"lmtp({recipient})" in text and "stored mail into mailbox" in text), None)
+        if submitted is None or stored is None:
+            unmatched += 1
+            continue
+        parts["sender_client"].append((submitted - started) * 1000)
+        parts["relay_to_stored"].append((stored - submitted) * 1000)
+        parts["stored_to_incoming"].append((arrived - stored) * 1000)
+    result: dict = {name: round(statistics.median(v), 1) for name, v in parts.items() if v}
+    result["unmatched"] = unmatched
     return result

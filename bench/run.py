@@ -155,10 +155,12 @@ def account_creation(relay: Relay, rounds: int = 20) -> dict[str, float]:
     return percentiles(times)
 
 
-def incoming_texts(account) -> queue.Queue[str]:
-    """A thread that turns the account's IncomingMsg events into texts on a queue,
-    so that waiting for one can time out without losing the next."""
-    texts: queue.Queue[str] = queue.Queue()
+def incoming_texts(account) -> queue.Queue[tuple[str, float, float]]:
+    """A thread that turns the account's IncomingMsg events into (text, monotonic time, Unix
+    time) on a queue, timed when the event arrives, so that waiting for one can time out
+    without losing the next."""
+    texts: queue.Queue[tuple[str, float, float]] = queue.Queue()
+    accepted: set[int] = set()
 
     def pump() -> None:
         while True:
@@ -167,44 +169,56 @@ def incoming_texts(account) -> queue.Queue[str]:
             except Exception:
                 return  # the RPC server has stopped
             if event.kind == "IncomingMsg":
+                arrived, arrived_unix = time.monotonic(), time.time()
                 snapshot = account.get_message_by_id(event.msg_id).get_snapshot()
-                # Accept the chat, as a user does: later messages of a contact request
-                # only raise MsgsChanged, not IncomingMsg.
-                account.get_chat_by_id(snapshot.chat_id).accept()
-                texts.put(snapshot.text)
+                if snapshot.chat_id not in accepted:
+                    # Accept the chat, as a user does: later messages of a contact request
+                    # only raise MsgsChanged, not IncomingMsg.
+                    account.get_chat_by_id(snapshot.chat_id).accept()
+                    accepted.add(snapshot.chat_id)
+                texts.put((snapshot.text, arrived, arrived_unix))
 
     threading.Thread(target=pump, daemon=True).start()
     return texts
 
 
-def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float = 1.0) -> dict:
+def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float = 1.0,
+                 relay: Relay | None = None) -> dict:
     """send_text by alice until bob's IncomingMsg event, per message, messages `pace`
     seconds apart, as in a conversation. Sent back to back, the sending client's own rate
     limiter holds each message for up to a second before its SMTP submission (the core
-    logs "smtp got rate limited"), which measures the client, not the relay."""
+    logs "smtp got rate limited"), which measures the client, not the relay.
+    With ``relay`` (both accounts on it) the result also splits each message's time
+    between the two clients and the relay (hoptrace.client_split)."""
     texts = incoming_texts(bob)
     chat = alice.create_chat(bob)
-    latencies, missed = [], 0
+    latencies, missed, rounds_unix = [], 0, []
     for i in range(rounds + 1):  # the first message is a warm-up, not measured
         time.sleep(pace)
-        started = time.monotonic()
+        started, started_unix = time.monotonic(), time.time()
         chat.send_text(f"message {i}")
         deadline = started + timeout
         while True:
             try:
-                text = texts.get(timeout=max(0.0, deadline - time.monotonic()))
+                text, arrived, arrived_unix = texts.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 missed += 1
                 break
             if text == f"message {i}":
                 if i:
-                    latencies.append(time.monotonic() - started)
+                    latencies.append(arrived - started)
+                    rounds_unix.append((started_unix, arrived_unix))
                 break
         if missed > 5:
             break  # something is wrong: report it rather than wait for ever
     result = percentiles(latencies) if latencies else {"n": 0}
     result["pace_s"] = pace
     result[f"missed_within_{timeout}s"] = missed
+    if relay is not None and rounds_unix:
+        time.sleep(0.5)  # the last log lines are still on their way to docker
+        result["split_ms"] = hoptrace.client_split(
+            hoptrace.log_since(relay, rounds_unix[0][0]), alice.get_config("configured_addr"),
+            bob.get_config("configured_addr"), rounds_unix)
     return result
 
 
@@ -217,7 +231,7 @@ def deltachat_latency(relay: Relay, rounds: int = 50, timeout: float = 10,
             acct.add_transport_from_qr(relay.dclogin_for_here(relay.new_account()))
             acct.bring_online()
             accounts.append(acct)
-        result = chat_latency(*accounts, rounds=rounds, timeout=timeout, pace=pace)
+        result = chat_latency(*accounts, rounds=rounds, timeout=timeout, pace=pace, relay=relay)
         for acct in accounts:
             acct.stop_io()
     return result
@@ -365,6 +379,9 @@ def print_latency(key: str, r: dict) -> None:
     extra = "".join(f", {k} {v}" for k, v in r.items() if k.startswith("missed"))
     print(f"{key.replace('_', ' '):40} p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
           f"p99 {r['p99_ms']} ms (n={r['n']}{extra})")
+    if "split_ms" in r:
+        print(f"{'  of which (median ms)':40} " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in r["split_ms"].items()))
 
 
 def print_federation(fed: dict) -> None:
