@@ -88,8 +88,8 @@ bench: venv image  ## measurements, written to bench/results.json (not part of m
 	$(MAKE) image DOVECOT=stock IMAGE=chatmail-relay:stock
 	$(VENV)/bin/python bench/run.py
 
-bench-scale: venv image  ## the scale step with N=10000 IMAP clients in IDLE (bench/scale.py)
-	$(VENV)/bin/python bench/scale.py $(or $(N),10000)
+bench-scale: venv image  ## the scale step with N=10000 IMAP clients in IDLE (bench/scale.py; HIBERNATE=seconds for another IMAP_HIBERNATE_TIMEOUT)
+	$(VENV)/bin/python bench/scale.py $(or $(N),10000) $(HIBERNATE)
 
 docs:  ## regenerate the README settings table and compose.yaml's environment from relay/settings/ (and compose.host.yaml from compose.yaml)
 	python3 -m relay.settings --write-docs .

@@ -1,6 +1,8 @@
 """The bench's scale step: N IMAP clients in IDLE on one relay (issue 14).
 
-    python3 bench/scale.py [N]        (make bench runs N=2000, make bench-scale N=10000)
+    python3 bench/scale.py [N [IMAP_HIBERNATE_TIMEOUT]]
+                                      (make bench runs N=2000, make bench-scale N=10000;
+                                      the relay's default timeout unless one is given)
 
 N clients connect over implicit TLS to the relay's address on a docker network made for
 the run, log in (each login creates a new account), SELECT INBOX and IDLE, as Delta Chat
@@ -39,7 +41,10 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 from idle_clients import IdleClients, random_accounts  # noqa: E402
 from relaytest import Relay, docker, inotify_usage, insecure_tls, securejoin_request, wait_for  # noqa: E402
 
-HIBERNATE_TIMEOUT_S = 30   # the relay's default IMAP_HIBERNATE_TIMEOUT
+from relay import settings as relay_settings  # noqa: E402
+
+# How long the bench waits for every client to hibernate, beyond IMAP_HIBERNATE_TIMEOUT.
+HIBERNATE_WAIT_S = 150
 MiB = 1024 * 1024
 
 
@@ -129,7 +134,8 @@ def imap_processes(relay: Relay) -> int:
     return process_table(relay).get("imap", {}).get("count", 0)
 
 
-async def measure(relay: Relay, address: str, n: int, concurrency: int) -> dict:
+async def measure(relay: Relay, address: str, n: int, concurrency: int,
+                  hibernate_timeout: int) -> dict:
     loop = asyncio.get_running_loop()
     result: dict = {"clients": n}
     result["memory_no_clients_bytes"] = cgroup_memory(relay.name)
@@ -159,7 +165,7 @@ async def measure(relay: Relay, address: str, n: int, concurrency: int) -> dict:
 
         # everyone idle past the timeout: in imap-hibernate, no imap process left
         await loop.run_in_executor(None, lambda: wait_for(
-            lambda: imap_processes(relay) <= 2, HIBERNATE_TIMEOUT_S + 120, 1, "hibernation"))
+            lambda: imap_processes(relay) <= 2, hibernate_timeout + HIBERNATE_WAIT_S, 1, "hibernation"))
         # the auth-worker processes of the login burst end after a minute without work
         await loop.run_in_executor(None, lambda: wait_for(
             lambda: process_table(relay).get("auth", {}).get("count", 0) <= 2, 120, 2,
@@ -204,7 +210,8 @@ def summary(result: dict) -> list[str]:
     """The scale step's lines for the bench's table."""
     n, mib = result["clients"], 1024 * 1024
     lines = [f"{'scale: clients connected':40} {result['still_connected']} of {n} "
-             f"in {result['connect_all_s']} s",
+             f"in {result['connect_all_s']} s (IMAP_HIBERNATE_TIMEOUT "
+             f"{result.get('imap_hibernate_timeout_s', '?')} s)",
              f"{'scale: memory, no client':40} {result['memory_no_clients_bytes'] / mib:.0f} MiB",
              f"{'scale: memory, peak while connecting':40} "
              f"{result['memory_peak_while_connecting_bytes'] / mib:.0f} MiB",
@@ -222,14 +229,19 @@ def summary(result: dict) -> list[str]:
     return lines
 
 
-def run(n: int, image: str | None = None, concurrency: int = 32) -> dict:
-    """Start a relay on a network of its own, measure with ``n`` clients, remove it all."""
+def run(n: int, image: str | None = None, concurrency: int = 32,
+        hibernate_timeout: int | None = None) -> dict:
+    """Start a relay on a network of its own, measure with ``n`` clients, remove it all.
+    ``hibernate_timeout``: the relay's IMAP_HIBERNATE_TIMEOUT in seconds (None: its default)."""
     network = f"chatmail-bench-{secrets.token_hex(3)}"
     docker("network", "create", network)
     env = {"MAIL_DOMAIN": "_scale.example.test", "TLS_MODE": "self-signed",
            "NEW_ACCOUNTS_PER_MINUTE": "6000", "MAX_USER_SEND_PER_MINUTE": "100000",
            "MAX_USER_SEND_BURST": "100000", "PUSH_GATEWAY_URL": "https://127.0.0.1:9/notify",
            "MAX_IMAP_CONNECTIONS": str(max(10000, n + 100))}
+    if hibernate_timeout is None:
+        hibernate_timeout = relay_settings.load({"MAIL_DOMAIN": env["MAIL_DOMAIN"]}).imap_hibernate_timeout
+    env["IMAP_HIBERNATE_TIMEOUT"] = str(hibernate_timeout)
     kwargs = {"image": image} if image else {}
     relay = Relay(env, name=f"relay-bench-scale-{secrets.token_hex(2)}",
                   extra_args=("--network", network), **kwargs)
@@ -237,20 +249,24 @@ def run(n: int, image: str | None = None, concurrency: int = 32) -> dict:
         relay.start().wait_healthy(180)
         address = network_address(relay, network)
         time.sleep(20)  # settle: idle memory, not start-up peaks
-        return asyncio.run(measure(relay, address, n, concurrency))
+        result = asyncio.run(measure(relay, address, n, concurrency, hibernate_timeout))
+        result["imap_hibernate_timeout_s"] = hibernate_timeout
+        return result
     finally:
         relay.remove()
         docker("network", "rm", network, check=False)
 
 
 def main() -> int:
-    """``bench/scale.py [N]``: the scale step alone (make bench-scale), its figures merged into
-    bench/results.json under ``scale_<N>``."""
+    """``bench/scale.py [N [IMAP_HIBERNATE_TIMEOUT]]``: the scale step alone (make bench-scale),
+    its figures merged into bench/results.json under ``scale_<N>`` (``scale_<N>_hibernate_<T>s``
+    with a timeout given)."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    result = run(n)
+    timeout = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    result = run(n, hibernate_timeout=timeout)
     results_file = ROOT / "bench" / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    results[f"scale_{n}"] = result
+    results[f"scale_{n}" if timeout is None else f"scale_{n}_hibernate_{timeout}s"] = result
     results_file.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(summary(result)))
     return 0
