@@ -29,9 +29,12 @@ def parse_domain(text: str) -> str:
         if inner.startswith("ipv6:"):
             inner = inner[5:]
         try:
-            ipaddress.ip_address(inner)
+            address = ipaddress.ip_address(inner)
         except ValueError:
             raise ValueError("not a valid IP literal") from None
+        if address.is_unspecified or address.is_multicast:
+            raise ValueError("an IP literal must be the address clients reach the relay at, "
+                             "not an unspecified or multicast address")
         return value
     if not re.match(r"^[a-z0-9._-]+$", value):
         raise ValueError("only letters, digits, '.', '-' and a leading '_' are allowed")

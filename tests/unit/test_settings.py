@@ -35,7 +35,7 @@ def test_accepted_domains(domain):
 
 @pytest.mark.parametrize("domain", [
     "bad domain", "example", "-a.example.org", "a..b", "a.b_c.org", "under_score.example",
-    "[300.1.1.1]", "[example.org]", "x" * 64 + ".org", "a.123", "ex*ample.org", "chat.example.org/x",
+    "[300.1.1.1]", "[example.org]", "[0.0.0.0]", "[ipv6:::]", "[224.0.0.1]", "x" * 64 + ".org", "a.123", "ex*ample.org", "chat.example.org/x",
 ])
 def test_rejected_domains_name_the_variable(domain):
     with pytest.raises(SettingError) as err:
