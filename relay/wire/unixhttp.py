@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socketserver
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,19 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own error answers (a malformed request, a method this handler has no
+        ``do_`` for) as the JSON ``{"error": ...}`` our answers use, not its HTML page; the
+        connection closes after it. A method not served is 405 with ``Allow`` (RFC 9110
+        §15.5.6), not http.server's 501."""
+        extra = {"Connection": "close"}
+        if code == HTTPStatus.NOT_IMPLEMENTED and self.command:
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"method {self.command} not allowed here"
+            extra["Allow"] = ", ".join(sorted(name[3:] for name in dir(self) if name.startswith("do_")))
+        self.close_connection = True
+        reason = message or HTTPStatus(code).phrase
+        self.send_body(code, json.dumps({"error": reason}).encode(), "application/json", extra)
 
 
 def serve(handler: type[BaseHTTPRequestHandler], path: Path, log: logging.Logger) -> None:

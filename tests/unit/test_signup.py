@@ -146,6 +146,30 @@ def test_other_paths_are_not_found(serve, method):
         assert json.loads(body) == {"error": "not found"}
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_other_methods_are_405_with_allow(serve, method):
+    request = serve()
+    status, headers, body = request(method)
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD, POST"
+    assert json.loads(body) == {"error": f"method {method} not allowed here"}
+
+
+def test_a_malformed_request_is_400_in_json(serve, machine):
+    serve()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(machine / "http0.sock"))
+        sock.sendall(b"GET /new with spaces HTTP/1.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ")
+    assert b"Content-Type: application/json" in head
+    assert "error" in json.loads(body)
+
+
 def test_the_qr_code_and_link_name_new():
     values = settings.load({"MAIL_DOMAIN": DOMAIN})
     assert signup.qr_text(values) == f"DCACCOUNT:https://{DOMAIN}/new"
