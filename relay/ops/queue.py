@@ -215,10 +215,19 @@ def retry(domain: str | None) -> dict:
 
 
 def command(args) -> int:
-    """``relayctl queue [retry [DOMAIN]] [--json]``: 0, or 1 when Postfix cannot be asked."""
+    """``relayctl queue [retry [DOMAIN]] [--json]``: 0, 1 when Postfix cannot be asked, 2 when
+    DOMAIN is no domain name or IP literal."""
     import sys
     try:
         if args.action == "retry":
+            if args.domain is not None:
+                from relay.settings.parsers import parse_domain
+                try:
+                    parse_domain(args.domain)
+                except ValueError as exc:
+                    print(f"relayctl queue retry: {args.domain!r} is not a domain ({exc})",
+                          file=sys.stderr)
+                    return 2
             result = retry(args.domain)
             print(json.dumps(result, indent=2) if args.json else
                   f"scheduled for delivery now: {result.get('messages', 'all')} message(s)"

@@ -288,3 +288,13 @@ def test_account_events_reach_the_counters():
     created = counters.key("chatmail_accounts_created_total", {"via": "new"})
     assert after[refusal] == before.get(refusal, 0) + 1
     assert after[created] == before.get(created, 0) + 1
+
+
+@pytest.mark.parametrize("domain", ["bad domain!", "a..b", "[0.0.0.0]"])
+def test_queue_retry_refuses_what_is_no_domain(domain, monkeypatch, capsys):
+    """Exit 2 with the reason, and Postfix is not asked at all."""
+    import argparse
+    monkeypatch.setattr(q, "retry", lambda d: pytest.fail("Postfix asked"))
+    args = argparse.Namespace(action="retry", domain=domain, json=False)
+    assert q.command(args) == 2
+    assert "is not a domain" in capsys.readouterr().err
