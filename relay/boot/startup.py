@@ -98,6 +98,10 @@ def prepare(settings: Settings) -> dict:
     """
     index = appversions.load(settings.appversions_file)  # checked before anything is changed
     datadir.prepare()
+    if foreign := datadir.other_domains(settings.mail_domain):
+        log.warning("/data holds accounts of another domain (%s); they cannot log in with "
+                    "MAIL_DOMAIN=%s: is this the right volume, or did MAIL_DOMAIN change?",
+                    ", ".join(f"{n} of {d}" for d, n in sorted(foreign.items())), settings.mail_domain)
     source = certs.prepare(settings)
     dkim.ensure_key()
     dkim.write_public_record(paths.DKIM_RECORD)

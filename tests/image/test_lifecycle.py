@@ -78,6 +78,24 @@ def test_restart_keeps_accounts_mail_keys_and_certificate(fresh_relay):
         im.login(acct["email"], "not-the-password")
 
 
+def test_a_volume_with_accounts_of_another_domain_is_named_at_start(fresh_relay):
+    """Same volume, MAIL_DOMAIN changed: the relay starts, and its log says why the old
+    accounts cannot log in (the domain and a count, no address)."""
+    acct = fresh_relay.new_account()
+    assert imap_count(fresh_relay, acct["email"], acct["password"]) == 0  # creates the account
+    assert "accounts of another domain" not in fresh_relay.logs()
+    fresh_relay.remove(keep_volume=True)
+    moved = Relay({"MAIL_DOMAIN": "_moved.example.test", "TLS_MODE": "self-signed"},
+                  volume=fresh_relay.volume).start()
+    try:
+        moved.wait_healthy()
+        logs = moved.logs()
+        assert "/data holds accounts of another domain (1 of _restart.example.test)" in logs
+        assert acct["email"] not in logs
+    finally:
+        moved.remove()
+
+
 def test_docker_stop_ends_everything_cleanly(fresh_relay):
     """An idle relay stops well within 10 s (SIGKILL, exit 137, after that); compose.yaml
     allows 30 s for a busy one."""
