@@ -227,11 +227,12 @@ class Settings:
         "a whole number from 10 to 1000000",
         "Concurrent IMAP connections in all; one IP address may hold a fifth of them.")
     imap_hibernate_timeout: int = setting(
-        "IMAP_HIBERNATE_TIMEOUT", "10", integer(0, 3600),
+        "IMAP_HIBERNATE_TIMEOUT", "3", integer(0, 3600),
         "a whole number of seconds from 0 to 3600",
         "An IMAP client quiet in IDLE this long leaves its own process for Dovecot's "
         "imap-hibernate, where it costs a few kilobytes instead of most of a megabyte; new "
-        "mail reaches it as fast. 0: never.")
+        "mail reaches it as fast. Longer keeps more clients in their own processes at once "
+        "when many reconnect together. 0: never.")
     max_smtp_connections: int = setting(
         "MAX_SMTP_CONNECTIONS", "1000", integer(10, 100000),
         "a whole number from 10 to 100000",
