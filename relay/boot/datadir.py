@@ -190,6 +190,8 @@ def other_domains(domain: str, root: Path = paths.ACCOUNTS) -> dict[str, int]:
         return found
     with entries:
         for entry in entries:
+            if entry.name.startswith("."):
+                continue  # a file being written (relay.accounts.store), no account yet
             _, at, of = entry.name.rpartition("@")
             if at and of != domain:
                 found[of] = found.get(of, 0) + 1
