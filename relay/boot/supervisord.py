@@ -5,8 +5,7 @@ for a single purpose: turning a ``module:attribute`` spec of the configuration (
 ``supervisor.rpcinterface_factory`` of ``[rpcinterface:supervisor]``, an event
 listener's ``result_handler``) into the object it names. Importing ``pkg_resources``
 scans every installed distribution; in the running image supervisord held 20.6 MiB of
-anonymous memory with it and 12.7 MiB without it (supervisor 4.3 upstream dropped the
-dependency).
+anonymous memory with it and 12.7 MiB without it.
 This module puts a stand-in under that name which resolves specs with the
 standard library's ``pkgutil.resolve_name`` and then runs supervisord's own ``main``.
 Only the long-lived daemon uses it; ``supervisorctl`` stays Debian's.
