@@ -23,7 +23,7 @@ help:
 	@echo "make test        the whole test suite against the real image"
 	@echo "make test-unit   linters, type checker and the pure Python tests (seconds, no Docker)"
 	@echo "make bench       latency, memory, size and start-up figures -> bench/results.json"
-	@echo "make bench-scale 10,000 IMAP clients in IDLE (N=...): memory per client, latency"
+	@echo "make bench-scale 10,000 IMAP clients in IDLE (N=..., HIBERNATE=s): memory per client, latency"
 	@echo "make image       build $(IMAGE);  make base-image: $(BASE_IMAGE) via debootstrap if needed"
 
 base-image:

@@ -209,6 +209,8 @@ def inotify_usage(name: str) -> dict[str, int] | None:
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
+        except FileNotFoundError:
+            continue  # the process ended meanwhile (an imap process that hibernated, say)
         except OSError:
             return None
         for fd in fds:
