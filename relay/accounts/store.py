@@ -13,6 +13,7 @@ import re
 import secrets
 import string
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from relay import paths, system
@@ -113,14 +114,34 @@ def record_login(address: str, root: Path = paths.ACCOUNTS) -> None:
         os.utime(path)
 
 
-def count(root: Path = paths.ACCOUNTS) -> int:
-    """How many accounts exist below ``root`` (0 when the folder is missing; temporary dot-files of
-    a creation in progress are not counted).
-    """
+def names(root: Path = paths.ACCOUNTS) -> Iterator[str]:
+    """The addresses of the accounts below ``root``: none when the folder is missing, and not the
+    temporary dot-files of a creation in progress."""
     try:
-        return sum(1 for e in os.scandir(root) if not e.name.startswith("."))
+        entries = os.scandir(root)
     except FileNotFoundError:
-        return 0
+        return
+    with entries:
+        for entry in entries:
+            if not entry.name.startswith("."):
+                yield entry.name
+
+
+def count(root: Path = paths.ACCOUNTS) -> int:
+    """How many accounts exist below ``root`` (:func:`names`)."""
+    return sum(1 for _ in names(root))
+
+
+def other_domains(domain: str, root: Path = paths.ACCOUNTS) -> dict[str, int]:
+    """The domains other than ``domain`` that accounts below ``root`` belong to, each with how
+    many (empty when every account is of ``domain`` or there is none). Such accounts cannot log
+    in: a volume of another relay, or MAIL_DOMAIN changed since they were made."""
+    found: dict[str, int] = {}
+    for name in names(root):
+        _, at, of = name.rpartition("@")
+        if at and of != domain:
+            found[of] = found.get(of, 0) + 1
+    return found
 
 
 def random_localpart(length: int) -> str:

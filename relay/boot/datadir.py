@@ -179,25 +179,6 @@ def remove_stale_locks(mail_root: Path = paths.MAIL) -> int:
     return removed
 
 
-def other_domains(domain: str, root: Path = paths.ACCOUNTS) -> dict[str, int]:
-    """The domains other than ``domain`` that account files below ``root`` are named for, each
-    with how many (empty when every account is of ``domain`` or there is none). Such accounts
-    cannot log in: a volume of another relay, or MAIL_DOMAIN changed since they were made."""
-    found: dict[str, int] = {}
-    try:
-        entries = os.scandir(root)
-    except FileNotFoundError:
-        return found
-    with entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # a file being written (relay.accounts.store), no account yet
-            _, at, of = entry.name.rpartition("@")
-            if at and of != domain:
-                found[of] = found.get(of, 0) + 1
-    return found
-
-
 def prepare() -> None:
     """Make /data and /run/relay ready for this image: check the layout version
     (:func:`check_layout`, LayoutError), create every directory of ``DIRS`` and ``RUN_DIRS`` with

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 from relay import limits, paths, system
+from relay.accounts import store as accounts
 from relay.boot import datadir, pages, render
 from relay.boot import dkimkey as dkim
 from relay.boot.pages import qr_png
@@ -98,7 +99,7 @@ def prepare(settings: Settings) -> dict:
     """
     index = appversions.load(settings.appversions_file)  # checked before anything is changed
     datadir.prepare()
-    if foreign := datadir.other_domains(settings.mail_domain):
+    if foreign := accounts.other_domains(settings.mail_domain):
         log.warning("/data holds accounts of another domain (%s); they cannot log in with "
                     "MAIL_DOMAIN=%s: is this the right volume, or did MAIL_DOMAIN change?",
                     ", ".join(f"{n} of {d}" for d, n in sorted(foreign.items())), settings.mail_domain)

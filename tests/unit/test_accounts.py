@@ -73,3 +73,12 @@ def test_create_on_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         accounts.create("abcdefghi@chat.example.org", "goodpassword", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_accounts_of_other_domains_are_counted_by_domain(tmp_path):
+    for name in ("a@chat.example.org", "b@chat.example.org", "c@old.example.org",
+                 "d@old.example.org", "e@[192.0.2.1]", ".f@new.example.org.1a2b3c4d"):
+        (tmp_path / name).write_text("{SHA512-CRYPT}x")
+    assert accounts.other_domains("chat.example.org", tmp_path) == {"old.example.org": 2, "[192.0.2.1]": 1}
+    assert accounts.other_domains("old.example.org", tmp_path) == {"chat.example.org": 2, "[192.0.2.1]": 1}
+    assert accounts.other_domains("x.test", tmp_path / "none") == {}

@@ -61,12 +61,3 @@ def test_stale_dovecot_locks_are_removed_before_dovecot_starts(tmp_path):
     assert all(path.exists() for path in keep)
     assert datadir.remove_stale_locks(tmp_path) == 0
     assert datadir.remove_stale_locks(tmp_path / "missing") == 0
-
-
-def test_accounts_of_other_domains_are_counted_by_domain(tmp_path):
-    for name in ("a@chat.example.org", "b@chat.example.org", "c@old.example.org",
-                 "d@old.example.org", "e@[192.0.2.1]", ".f@new.example.org.1a2b3c4d"):
-        (tmp_path / name).write_text("{SHA512-CRYPT}x")
-    assert datadir.other_domains("chat.example.org", tmp_path) == {"old.example.org": 2, "[192.0.2.1]": 1}
-    assert datadir.other_domains("old.example.org", tmp_path) == {"chat.example.org": 2, "[192.0.2.1]": 1}
-    assert datadir.other_domains("x.test", tmp_path / "none") == {}
