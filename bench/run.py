@@ -215,10 +215,15 @@ def chat_latency(alice, bob, rounds: int = 50, timeout: float = 10, pace: float 
     result["pace_s"] = pace
     result[f"missed_within_{timeout}s"] = missed
     if relay is not None and rounds_unix:
-        time.sleep(0.5)  # the last log lines are still on their way to docker
-        result["split_ms"] = hoptrace.client_split(
-            hoptrace.log_since(relay, rounds_unix[0][0]), alice.get_config("configured_addr"),
-            bob.get_config("configured_addr"), rounds_unix)
+        sender, recipient = alice.get_config("configured_addr"), bob.get_config("configured_addr")
+        deadline = time.monotonic() + 5  # the last log lines may still be on their way to docker
+        while True:
+            split = hoptrace.client_split(hoptrace.log_since(relay, rounds_unix[0][0]),
+                                          sender, recipient, rounds_unix)
+            if not split["unmatched"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        result["split_ms"] = split
     return result
 
 
